@@ -1,0 +1,15 @@
+//! The transport-agnostic FUSE request server.
+//!
+//! A transport (vhost-user virtqueues, `/dev/fuse`) hands [`Server::handle_message`] a
+//! [`RequestReader`] over one request's bytes and a [`ReplyWriter`] over the buffer for its
+//! reply. The server decodes and checks the request, calls the [`FileSystem`], and encodes the
+//! reply. It knows nothing about virtio, vhost-user or host syscalls.
+
+pub mod filesystem;
+pub mod io;
+mod server;
+
+pub use filesystem::*;
+pub use io::{ReplyWriter, RequestReader, SliceReader, VecWriter, ZeroCopyReader, ZeroCopyWriter};
+pub use server::{Server, ServerOptions};
+pub use vhostfs_fuse_abi as abi;
