@@ -11,5 +11,5 @@ mod server;
 
 pub use filesystem::*;
 pub use io::{ReplyWriter, RequestReader, SliceReader, VecWriter, ZeroCopyReader, ZeroCopyWriter};
-pub use server::{Server, ServerOptions};
+pub use server::{request_may_block, Server, ServerOptions};
 pub use vhostfs_fuse_abi as abi;
