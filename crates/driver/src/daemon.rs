@@ -1,0 +1,1 @@
+//! Spawning and watching a backend process.

@@ -1,0 +1,1 @@
+//! Catalogue of hostile inputs (filled in below).

@@ -1,0 +1,216 @@
+//! Guest memory as a VMM would provide it: one memfd-backed region, mapped shared in this
+//! process and handed to the backend with `VHOST_USER_SET_MEM_TABLE`.
+//!
+//! Addresses used in descriptors are guest-physical addresses (GPAs); the ring addresses sent
+//! with `SET_VRING_ADDR` are this process's virtual addresses, as QEMU sends them.
+
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::sync::atomic::Ordering;
+
+use vhost::VhostUserMemoryRegionInfo;
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
+
+use crate::Error;
+
+/// One contiguous, shared guest memory region starting at `base` GPA.
+pub struct GuestMem {
+    mem: GuestMemoryMmap<()>,
+    base: u64,
+    size: u64,
+}
+
+impl GuestMem {
+    /// Creates a memfd of `size` bytes, maps it shared and places it at guest address `base`.
+    pub fn new(base: u64, size: usize) -> Result<Self, Error> {
+        let name = c"vhostfs-driver-guest-ram";
+        // SAFETY: `name` is a valid NUL-terminated string; memfd_create has no other
+        // preconditions and returns a new fd or -1.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(size as u64)?;
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
+            GuestAddress(base),
+            size,
+            Some(FileOffset::new(file, 0)),
+        )])
+        .map_err(|e| Error::Mem(format!("mapping guest memory: {e}")))?;
+        Ok(Self {
+            mem,
+            base,
+            size: size as u64,
+        })
+    }
+
+    /// First guest-physical address of the region.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Size of the region in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// One past the last valid guest-physical address.
+    pub fn end(&self) -> u64 {
+        self.base + self.size
+    }
+
+    /// The region description (with its fd) for `VHOST_USER_SET_MEM_TABLE`.
+    pub fn region_info(&self) -> Result<VhostUserMemoryRegionInfo, Error> {
+        let region = self
+            .mem
+            .find_region(GuestAddress(self.base))
+            .ok_or_else(|| Error::Mem("no region at base".into()))?;
+        VhostUserMemoryRegionInfo::from_guest_region(region).map_err(Error::Vhost)
+    }
+
+    /// Translates a GPA of this region into this process's virtual address (for
+    /// `SET_VRING_ADDR`, which carries frontend virtual addresses).
+    pub fn host_addr(&self, gpa: u64) -> Result<u64, Error> {
+        let region = self
+            .mem
+            .find_region(GuestAddress(gpa))
+            .ok_or_else(|| Error::Mem(format!("gpa {gpa:#x} outside guest memory")))?;
+        let off = gpa - region.start_addr().0;
+        Ok(region.as_ptr() as u64 + off)
+    }
+
+    /// Copies `data` into guest memory at `gpa`.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), Error> {
+        self.mem
+            .write_slice(data, GuestAddress(gpa))
+            .map_err(|e| Error::Mem(format!("write {} bytes at {gpa:#x}: {e}", data.len())))
+    }
+
+    /// Copies `buf.len()` bytes of guest memory at `gpa` into `buf`.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Error> {
+        self.mem
+            .read_slice(buf, GuestAddress(gpa))
+            .map_err(|e| Error::Mem(format!("read {} bytes at {gpa:#x}: {e}", buf.len())))
+    }
+
+    /// Fills `len` bytes at `gpa` with `byte`.
+    pub fn fill(&self, gpa: u64, len: usize, byte: u8) -> Result<(), Error> {
+        let chunk = [byte; 4096];
+        let mut done = 0usize;
+        while done < len {
+            let n = (len - done).min(chunk.len());
+            self.write(gpa + done as u64, &chunk[..n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Atomically stores a little-endian `u16` (ring indices) with release ordering.
+    pub fn store_u16(&self, gpa: u64, val: u16) -> Result<(), Error> {
+        self.mem
+            .store(u16::to_le(val), GuestAddress(gpa), Ordering::Release)
+            .map_err(|e| Error::Mem(format!("store u16 at {gpa:#x}: {e}")))
+    }
+
+    /// Atomically loads a little-endian `u16` (ring indices) with acquire ordering.
+    pub fn load_u16(&self, gpa: u64) -> Result<u16, Error> {
+        self.mem
+            .load::<u16>(GuestAddress(gpa), Ordering::Acquire)
+            .map(u16::from_le)
+            .map_err(|e| Error::Mem(format!("load u16 at {gpa:#x}: {e}")))
+    }
+
+    /// Reads a little-endian `u32`.
+    pub fn read_u32(&self, gpa: u64) -> Result<u32, Error> {
+        let mut b = [0u8; 4];
+        self.read(gpa, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+}
+
+/// A bump allocator over a range of guest memory, reset when no request using it is in flight.
+#[derive(Debug, Clone)]
+pub struct Arena {
+    start: u64,
+    end: u64,
+    next: u64,
+}
+
+impl Arena {
+    /// An arena covering `[start, start + len)`.
+    pub fn new(start: u64, len: u64) -> Self {
+        Self {
+            start,
+            end: start + len,
+            next: start,
+        }
+    }
+
+    /// Reserves `len` bytes aligned to `align` (a power of two) and returns their GPA.
+    pub fn alloc(&mut self, len: u64, align: u64) -> Result<u64, Error> {
+        let align = align.max(1);
+        let at = self.next.div_ceil(align) * align;
+        let end = at
+            .checked_add(len)
+            .ok_or_else(|| Error::Mem("arena allocation overflows".into()))?;
+        if end > self.end {
+            return Err(Error::Mem(format!(
+                "arena exhausted: need {len} bytes, {} left",
+                self.end.saturating_sub(at)
+            )));
+        }
+        self.next = end;
+        Ok(at)
+    }
+
+    /// Forgets every allocation.
+    pub fn reset(&mut self) {
+        self.next = self.start;
+    }
+
+    /// First GPA of the arena.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Bytes currently allocated.
+    pub fn used(&self) -> u64 {
+        self.next - self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memfd_region_roundtrip() {
+        let m = GuestMem::new(0x1000, 1 << 20).unwrap();
+        m.write(0x2000, b"hello").unwrap();
+        let mut b = [0u8; 5];
+        m.read(0x2000, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        m.store_u16(0x3000, 0xbeef).unwrap();
+        assert_eq!(m.load_u16(0x3000).unwrap(), 0xbeef);
+        assert!(m.write(0x0, b"x").is_err());
+        assert!(m.write(m.end() - 2, b"xyz").is_err());
+        let info = m.region_info().unwrap();
+        assert_eq!(info.guest_phys_addr, 0x1000);
+        assert_eq!(info.memory_size, 1 << 20);
+        assert_eq!(m.host_addr(0x1000).unwrap(), info.userspace_addr);
+    }
+
+    #[test]
+    fn arena_aligns_and_exhausts() {
+        let mut a = Arena::new(100, 64);
+        assert_eq!(a.alloc(3, 8).unwrap(), 104);
+        assert_eq!(a.alloc(8, 8).unwrap(), 112);
+        assert!(a.alloc(100, 1).is_err());
+        a.reset();
+        assert_eq!(a.alloc(64, 1).unwrap(), 100);
+    }
+}
