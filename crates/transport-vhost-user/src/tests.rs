@@ -1,0 +1,314 @@
+//! Device-level tests: queues in in-process guest memory, and a vhost-user frontend on a
+//! real socket.
+
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::VhostUserConfigFlags;
+use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
+use vhost::VhostBackend;
+use vhost_user_backend::{VhostUserBackend, VringT};
+use vhostfs_server::{FileSystem, Server, ServerOptions};
+use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::device::{AtomicMem, FsBackend, Mem, Vring};
+use crate::{serve, DeviceConfig};
+
+/// A file system that supports nothing: every request gets ENOSYS (or INIT's defaults).
+struct NullFs;
+impl FileSystem for NullFs {}
+
+const QUEUE_SIZE: u16 = 64;
+
+fn memory() -> Mem {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
+}
+
+fn backend(pool: usize, mem: &AtomicMem) -> FsBackend<NullFs> {
+    let server = Arc::new(Server::new(NullFs, ServerOptions::default()));
+    let config = DeviceConfig {
+        tag: Some("myfs".into()),
+        max_request_queues: 4,
+        max_queue_size: 1024,
+        thread_pool_size: pool,
+    };
+    FsBackend::new(server, config, mem.clone()).unwrap()
+}
+
+/// A ready vring over the mock queue's rings.
+fn vring_for(mem: &AtomicMem, queue: &MockSplitQueue<'_, Mem>) -> Vring {
+    let vring = Vring::new(mem.clone(), QUEUE_SIZE).unwrap();
+    vring
+        .set_queue_info(
+            queue.desc_table_addr().0,
+            queue.avail_addr().0,
+            queue.used_addr().0,
+        )
+        .unwrap();
+    vring.set_queue_size(QUEUE_SIZE);
+    vring.set_queue_ready(true);
+    vring.set_enabled(true);
+    vring
+}
+
+/// A FUSE INIT request (header + fuse_init_in) with the given unique id.
+fn init_request(unique: u64) -> Vec<u8> {
+    let mut req = Vec::new();
+    req.extend_from_slice(&104u32.to_le_bytes()); // len
+    req.extend_from_slice(&26u32.to_le_bytes()); // FUSE_INIT
+    req.extend_from_slice(&unique.to_le_bytes());
+    req.extend_from_slice(&0u64.to_le_bytes()); // nodeid
+    req.extend_from_slice(&[0u8; 16]); // uid gid pid extlen padding
+    req.extend_from_slice(&7u32.to_le_bytes()); // major
+    req.extend_from_slice(&41u32.to_le_bytes()); // minor
+    req.extend_from_slice(&[0u8; 56]);
+    assert_eq!(req.len(), 104);
+    req
+}
+
+fn used_entries(queue: &MockSplitQueue<'_, Mem>) -> Vec<(u32, u32)> {
+    let n = queue.used().idx().load();
+    (0..n)
+        .map(|i| {
+            let e = queue.used().ring().ref_at(i as usize).unwrap().load();
+            (e.id(), e.len())
+        })
+        .collect()
+}
+
+/// Queues chains: a well-formed INIT split over two readable descriptors, a chain with a
+/// readable descriptor after a writable one, and one pointing outside guest memory.
+/// Returns the head indexes in order.
+fn add_chains(mem: &Mem, queue: &MockSplitQueue<'_, Mem>) -> Vec<u16> {
+    let req = init_request(0x1234);
+    mem.write_slice(&req[..17], GuestAddress(0x10_0000))
+        .unwrap();
+    mem.write_slice(&req[17..], GuestAddress(0x11_0000))
+        .unwrap();
+    let next = VRING_DESC_F_NEXT as u16;
+    let write = VRING_DESC_F_WRITE as u16;
+    let descs = [
+        // Chain 0: heads at 0.
+        Descriptor::new(0x10_0000, 17, next, 1),
+        Descriptor::new(0x11_0000, (req.len() - 17) as u32, next, 2),
+        Descriptor::new(0x12_0000, 4096, write, 0),
+        // Chain 1: head at 3, bad order.
+        Descriptor::new(0x13_0000, 40, next, 4),
+        Descriptor::new(0x14_0000, 4096, write | next, 5),
+        Descriptor::new(0x15_0000, 40, 0, 0),
+        // Chain 2: head at 6, outside memory.
+        Descriptor::new(0x7000_0000, 40, next, 7),
+        Descriptor::new(0x16_0000, 4096, write, 0),
+    ];
+    let raw: Vec<RawDescriptor> = descs.iter().map(|d| RawDescriptor::from(*d)).collect();
+    queue.add_desc_chains(&raw, 0).unwrap();
+    vec![0, 3, 6]
+}
+
+fn check_used(mem: &Mem, used: &[(u32, u32)], heads: &[u16]) {
+    let ids: Vec<u32> = used.iter().map(|e| e.0).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        heads.iter().map(|&h| u32::from(h)).collect::<Vec<_>>()
+    );
+    for &(id, len) in used {
+        match id {
+            0 => {
+                // Answered (once the server speaks INIT) or dropped; never more than the
+                // buffer, and a reply carries the request's unique id.
+                assert!(len <= 4096);
+                if len > 0 {
+                    let mut hdr = [0u8; 16];
+                    mem.read_slice(&mut hdr, GuestAddress(0x12_0000)).unwrap();
+                    assert_eq!(u32::from_le_bytes(hdr[..4].try_into().unwrap()), len);
+                    assert_eq!(u64::from_le_bytes(hdr[8..].try_into().unwrap()), 0x1234);
+                }
+            }
+            _ => assert_eq!(len, 0, "malformed chain {id} used with 0 bytes"),
+        }
+    }
+}
+
+#[test]
+fn queue_worker_completes_every_chain() {
+    for event_idx in [false, true] {
+        let mem = memory();
+        let atomic = GuestMemoryAtomic::new(mem.clone());
+        let backend = backend(0, &atomic);
+        backend.set_event_idx(event_idx);
+        let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
+        let vring = vring_for(&atomic, &queue);
+        vring.set_queue_event_idx(event_idx);
+        let heads = add_chains(&mem, &queue);
+        backend
+            .handle_event(0, vmm_sys_util::epoll::EventSet::IN, &[vring.clone()], 1)
+            .unwrap();
+        let used = used_entries(&queue);
+        // Inline processing completes in order.
+        assert_eq!(
+            used.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![0, 3, 6],
+            "event_idx {event_idx}"
+        );
+        check_used(&mem, &used, &heads);
+        // Nothing left: another kick is a no-op.
+        backend
+            .handle_event(0, vmm_sys_util::epoll::EventSet::IN, &[vring], 1)
+            .unwrap();
+        assert_eq!(used_entries(&queue).len(), 3);
+    }
+}
+
+#[test]
+fn pool_completes_every_chain() {
+    let mem = memory();
+    let atomic = GuestMemoryAtomic::new(mem.clone());
+    let backend = backend(2, &atomic);
+    let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    let vring = vring_for(&atomic, &queue);
+    let heads = add_chains(&mem, &queue);
+    backend
+        .handle_event(0, vmm_sys_util::epoll::EventSet::IN, &[vring], 2)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while used_entries(&queue).len() < heads.len() {
+        assert!(
+            Instant::now() < deadline,
+            "pool did not complete the chains"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    check_used(&mem, &used_entries(&queue), &heads);
+}
+
+#[test]
+fn hiprio_queue_is_served_inline() {
+    let mem = memory();
+    let atomic = GuestMemoryAtomic::new(mem.clone());
+    let backend = backend(2, &atomic);
+    let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    let vring = vring_for(&atomic, &queue);
+    let heads = add_chains(&mem, &queue);
+    backend
+        .handle_event(0, vmm_sys_util::epoll::EventSet::IN, &[vring], 0)
+        .unwrap();
+    check_used(&mem, &used_entries(&queue), &heads);
+}
+
+#[test]
+fn config_space_and_features() {
+    let mem = GuestMemoryAtomic::new(memory());
+    let b = backend(0, &mem);
+    assert_eq!(b.num_queues(), 5);
+    assert_eq!(b.queues_per_thread(), vec![1, 2, 4, 8, 16]);
+    let cfg = b.get_config(0, 40);
+    assert_eq!(&cfg[..4], b"myfs");
+    assert!(cfg[4..36].iter().all(|&c| c == 0));
+    assert_eq!(&cfg[36..], &4u32.to_le_bytes());
+    assert_eq!(b.get_config(36, 4), 4u32.to_le_bytes().to_vec());
+    assert!(b.get_config(36, 5).is_empty());
+    assert!(b.get_config(u32::MAX, 2).is_empty());
+    assert!(b.protocol_features().contains(
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIG
+    ));
+    let f = b.features();
+    for bit in [32, 28, 29, 30] {
+        assert_ne!(f & (1 << bit), 0, "feature bit {bit}");
+    }
+}
+
+#[test]
+fn config_validation() {
+    let ok = DeviceConfig::default();
+    assert!(ok.validate().is_ok());
+    for bad in [
+        DeviceConfig {
+            max_request_queues: 0,
+            ..ok.clone()
+        },
+        DeviceConfig {
+            max_request_queues: 64,
+            ..ok.clone()
+        },
+        DeviceConfig {
+            max_queue_size: 1000,
+            ..ok.clone()
+        },
+        DeviceConfig {
+            max_queue_size: 65536,
+            ..ok.clone()
+        },
+        DeviceConfig {
+            tag: Some("x".repeat(37)),
+            ..ok.clone()
+        },
+        DeviceConfig {
+            tag: Some(String::new()),
+            ..ok.clone()
+        },
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn serve_talks_vhost_user_and_returns_ok_on_disconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vfs.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = Arc::new(Server::new(NullFs, ServerOptions::default()));
+    let config = DeviceConfig {
+        tag: Some("myfs".into()),
+        max_request_queues: 4,
+        ..DeviceConfig::default()
+    };
+    let daemon = thread::spawn(move || serve(server, listener, config));
+
+    let mut frontend = Frontend::connect(&path, 5).unwrap();
+    frontend.set_owner().unwrap();
+    let features = frontend.get_features().unwrap();
+    assert_ne!(features & (1 << 32), 0);
+    frontend.set_features(features).unwrap();
+    let proto = frontend.get_protocol_features().unwrap();
+    assert!(proto.contains(VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::CONFIG));
+    frontend.set_protocol_features(proto).unwrap();
+    assert_eq!(frontend.get_queue_num().unwrap(), 5);
+    let (_, payload) = frontend
+        .get_config(0, 40, VhostUserConfigFlags::WRITABLE, &[0u8; 40])
+        .unwrap();
+    assert_eq!(&payload[..4], b"myfs");
+    assert_eq!(&payload[36..40], &4u32.to_le_bytes());
+    drop(frontend);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not return on disconnect"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    daemon.join().unwrap().unwrap();
+}
+
+#[test]
+fn serve_refuses_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = UnixListener::bind(dir.path().join("s")).unwrap();
+    let server = Arc::new(Server::new(NullFs, ServerOptions::default()));
+    let config = DeviceConfig {
+        max_request_queues: 0,
+        ..DeviceConfig::default()
+    };
+    assert!(serve(server, listener, config).is_err());
+}
