@@ -11,5 +11,8 @@ mod server;
 
 pub use filesystem::*;
 pub use io::{ReplyWriter, RequestReader, SliceReader, VecWriter, ZeroCopyReader, ZeroCopyWriter};
-pub use server::{request_may_block, Server, ServerOptions};
+pub use server::{
+    request_may_block, OpCount, Server, ServerOptions, ServerStats, INTERRUPT_SIGNAL,
+    MAX_REQUEST_BODY, SERVER_INIT_FLAGS, UNSUPPORTED_INIT_FLAGS,
+};
 pub use vhostfs_fuse_abi as abi;
