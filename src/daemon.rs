@@ -1,0 +1,320 @@
+//! Wiring: command line → file system → sandbox → transport, plus signals and exit codes.
+//!
+//! Lifecycle (vhost-user): create the socket (refusing a live one, replacing a stale one),
+//! give it to `--socket-group`, enter the sandbox, open the shared directory, install the
+//! seccomp filter, serve one frontend until it disconnects, remove the socket, exit 0.
+//! SIGINT/SIGTERM remove the socket we created and exit 0.
+//!
+//! Lifecycle (`--fuse-mountpoint`): open the shared directory, mount it on the host through
+//! `/dev/fuse`, serve until unmounted; SIGINT/SIGTERM unmount and exit 0.
+//!
+//! Errors before serving (bad shared directory, socket in use, bad option) print one line,
+//! `vhostfs: error: ...`, and exit non-zero (2 for command-line errors, 1 otherwise).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use vhostfs_server::{Server, ServerOptions};
+
+use crate::cli::{self, Args, Config, Listen};
+
+/// Exit code for command-line errors.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code for runtime errors.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Runs the daemon with the process's arguments; returns the exit code.
+pub fn main() -> i32 {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    0
+                }
+                _ => {
+                    eprintln!("vhostfs: error: {}", clap_error_line(&e));
+                    EXIT_USAGE
+                }
+            };
+        }
+    };
+    if args.print_capabilities {
+        println!("{}", cli::CAPABILITIES_JSON);
+        return 0;
+    }
+    let config = match Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vhostfs: error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    init_logging(config.log_level);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    match run(&config) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("vhostfs: error: {e:#}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// The first line of a clap error, without clap's `error: ` prefix.
+fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or("invalid arguments");
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+fn init_logging(level: cli::LogLevel) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VHOSTFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_filter()));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the daemon with a checked configuration until the frontend goes away, the file system
+/// is unmounted, or a SIGINT/SIGTERM arrives.
+pub fn run(config: &Config) -> anyhow::Result<()> {
+    let shared = std::fs::canonicalize(&config.shared_dir)
+        .with_context(|| format!("shared directory {}", config.shared_dir.display()))?;
+    if !shared.is_dir() {
+        bail!("shared directory {}: not a directory", shared.display());
+    }
+    set_rlimit_nofile(config.rlimit_nofile)?;
+
+    // Block the termination signals before any thread exists, so that every thread inherits
+    // the mask and only the signal thread (sigwait) receives them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
+    signals.thread_block().context("blocking signals")?;
+
+    match &config.listen {
+        Listen::FuseMountpoint(mnt) => run_fuse(config, &shared, mnt, signals),
+        Listen::SocketPath(_) | Listen::Fd(_) => run_vhost_user(config, &shared, signals),
+    }
+}
+
+fn run_fuse(config: &Config, shared: &Path, mnt: &Path, signals: SigSet) -> anyhow::Result<()> {
+    let fs = build_fs(config, shared)?;
+    let server = Arc::new(Server::new(fs, server_options(config)));
+    let opts = vhostfs_fuse_dev::MountOptions {
+        read_only: config.readonly,
+        ..Default::default()
+    };
+    let session =
+        vhostfs_fuse_dev::Session::mount(mnt, &opts, server.options().max_write as usize)?;
+    // The sandbox is `none` here (checked by the command line): the host mount must stay
+    // reachable so that we can unmount it.
+    vhostfs_sandbox::install_seccomp(seccomp_action(config.seccomp))
+        .context("installing the seccomp filter")?;
+
+    let handle = session.handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                tracing::info!("received {sig}: unmounting");
+                if let Err(e) = handle.shutdown() {
+                    tracing::warn!("{e}");
+                }
+            }
+        })
+        .context("spawning the signal thread")?;
+
+    let workers = match config.thread_pool_size {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 16)),
+        n => n,
+    };
+    tracing::info!(
+        shared = %shared.display(),
+        mountpoint = %session.mountpoint().display(),
+        workers,
+        "serving over /dev/fuse"
+    );
+    let res = session.serve(server, workers);
+    drop(session);
+    res.context("serving /dev/fuse")?;
+    tracing::info!("unmounted; exiting");
+    Ok(())
+}
+
+fn run_vhost_user(config: &Config, shared: &Path, signals: SigSet) -> anyhow::Result<()> {
+    let (listener, cleanup) = match &config.listen {
+        Listen::SocketPath(p) => {
+            let (l, c) = crate::socket::bind(p)?;
+            if let Some(group) = &config.socket_group {
+                if let Err(e) = crate::socket::set_group(p, group) {
+                    c.remove();
+                    return Err(e.into());
+                }
+            }
+            (l, Some(c))
+        }
+        Listen::Fd(fd) => (crate::socket::from_fd(*fd)?, None),
+        Listen::FuseMountpoint(_) => unreachable!("handled by run_fuse"),
+    };
+    let cleanup = Arc::new(cleanup);
+    let res = serve_vhost_user(config, shared, listener, signals, Arc::clone(&cleanup));
+    if let Some(c) = cleanup.as_ref() {
+        c.remove();
+    }
+    res
+}
+
+fn serve_vhost_user(
+    config: &Config,
+    shared: &Path,
+    listener: std::os::unix::net::UnixListener,
+    signals: SigSet,
+    cleanup: Arc<Option<crate::socket::SocketCleanup>>,
+) -> anyhow::Result<()> {
+    let root: PathBuf = vhostfs_sandbox::enter(sandbox_mode(config.sandbox), shared)
+        .context("entering the sandbox")?;
+    let fs = build_fs(config, &root)?;
+    let server = Arc::new(Server::new(fs, server_options(config)));
+    vhostfs_sandbox::install_seccomp(seccomp_action(config.seccomp))
+        .context("installing the seccomp filter")?;
+
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                tracing::info!("received {sig}: exiting");
+                if let Some(c) = cleanup.as_ref() {
+                    c.remove();
+                }
+                std::process::exit(0);
+            }
+        })
+        .context("spawning the signal thread")?;
+
+    let device = vhostfs_vhost_user::DeviceConfig {
+        tag: config.tag.clone(),
+        max_request_queues: config.num_request_queues,
+        max_queue_size: 32768,
+        thread_pool_size: config.thread_pool_size,
+    };
+    tracing::info!(shared = %shared.display(), "waiting for a vhost-user frontend");
+    vhostfs_vhost_user::serve(server, listener, device)?;
+    tracing::info!("frontend disconnected; exiting");
+    Ok(())
+}
+
+fn server_options(_config: &Config) -> ServerOptions {
+    ServerOptions::default()
+}
+
+fn sandbox_mode(s: cli::SandboxArg) -> vhostfs_sandbox::SandboxMode {
+    match s {
+        cli::SandboxArg::Namespace => vhostfs_sandbox::SandboxMode::Namespace,
+        cli::SandboxArg::Chroot => vhostfs_sandbox::SandboxMode::Chroot,
+        cli::SandboxArg::None => vhostfs_sandbox::SandboxMode::None,
+    }
+}
+
+fn seccomp_action(s: cli::SeccompArg) -> vhostfs_sandbox::SeccompAction {
+    match s {
+        cli::SeccompArg::None => vhostfs_sandbox::SeccompAction::None,
+        cli::SeccompArg::Kill => vhostfs_sandbox::SeccompAction::Kill,
+        cli::SeccompArg::Log => vhostfs_sandbox::SeccompAction::Log,
+        cli::SeccompArg::Trap => vhostfs_sandbox::SeccompAction::Trap,
+    }
+}
+
+/// The passthrough file system's settings for `config`, rooted at `root`.
+pub fn passthrough_config(
+    config: &Config,
+    root: &Path,
+) -> anyhow::Result<vhostfs_passthrough::Config> {
+    use vhostfs_passthrough::{CachePolicy, InodeFileHandles};
+    let mut c = vhostfs_passthrough::Config {
+        root_dir: root.to_path_buf(),
+        ..Default::default()
+    };
+    c.cache = match config.cache {
+        cli::CachePolicy::Never => CachePolicy::Never,
+        cli::CachePolicy::Metadata => CachePolicy::Metadata,
+        cli::CachePolicy::Auto => CachePolicy::Auto,
+        cli::CachePolicy::Always => CachePolicy::Always,
+    };
+    c.writeback = config.writeback;
+    c.allow_direct_io = config.allow_direct_io;
+    c.xattr = config.xattr;
+    c.readonly = config.readonly;
+    c.posix_acl = config.posix_acl != cli::Tristate::Never;
+    c.security_label = config.security_label != cli::Tristate::Never;
+    c.announce_submounts = config.announce_submounts;
+    c.killpriv_v2 = config.killpriv_v2;
+    if let Some(i) = config.inode_file_handles {
+        c.inode_file_handles = match i {
+            cli::InodeFileHandles::Never => InodeFileHandles::Never,
+            cli::InodeFileHandles::Prefer => InodeFileHandles::Prefer,
+            cli::InodeFileHandles::Mandatory => InodeFileHandles::Mandatory,
+        };
+    }
+    if let Some(m) = &config.xattrmap {
+        c.xattr_map = Some(vhostfs_passthrough::xattrmap::parse(m).context("--xattrmap")?);
+    }
+    if !config.translate_uid.is_empty() || !config.translate_gid.is_empty() {
+        c.id_map = Some(
+            vhostfs_passthrough::idmap::IdMap::from_specs(
+                &config.translate_uid,
+                &config.translate_gid,
+            )
+            .context("--translate-uid/--translate-gid")?,
+        );
+    }
+    Ok(c)
+}
+
+fn build_fs(config: &Config, root: &Path) -> anyhow::Result<vhostfs_passthrough::PassthroughFs> {
+    let c = passthrough_config(config, root)?;
+    vhostfs_passthrough::PassthroughFs::new(c)
+        .with_context(|| format!("opening shared directory {}", root.display()))
+}
+
+/// Applies `--rlimit-nofile`: `Some(0)` leaves the limit alone; `None` raises the soft and
+/// hard limit to min(1000000, /proc/sys/fs/nr_open) when we may.
+fn set_rlimit_nofile(limit: Option<u64>) -> anyhow::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let explicit = limit.is_some();
+    let want = match limit {
+        Some(0) => return Ok(()),
+        Some(n) => n,
+        None => {
+            let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(1_000_000);
+            nr_open.min(1_000_000)
+        }
+    };
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft >= want && hard >= want {
+        return Ok(());
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)) {
+        Ok(()) => Ok(()),
+        Err(e) if explicit => bail!("--rlimit-nofile {want}: {e}"),
+        Err(e) => {
+            tracing::warn!("cannot raise RLIMIT_NOFILE to {want}: {e}; keeping {soft}");
+            Ok(())
+        }
+    }
+}
