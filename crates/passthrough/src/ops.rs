@@ -1,0 +1,1084 @@
+//! The [`FileSystem`] implementation of [`PassthroughFs`].
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::Ordering;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use vhostfs_server::abi::{flags as fuse_flags, init_flags};
+use vhostfs_server::{
+    AttrReply, Context, DirEntry, Entry, FileSystem, Handle, Inode, IoFlags, Lock, Name, Opened,
+    SetAttr, SetTime, XattrReply, ZeroCopyReader, ZeroCopyWriter,
+};
+
+use crate::handle::HandleData;
+use crate::sys::{self, errno, statx_fd};
+use crate::PassthroughFs;
+
+/// Largest xattr value or list the kernel handles (`XATTR_SIZE_MAX`, `XATTR_LIST_MAX`).
+const XATTR_MAX: usize = 65536;
+
+fn set_time(t: Option<SetTime>) -> Timespec {
+    match t {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(SetTime::At { secs, nsecs }) => Timespec {
+            tv_sec: secs,
+            tv_nsec: i64::from(nsecs.min(999_999_999)),
+        },
+    }
+}
+
+impl PassthroughFs {
+    /// The entry of a freshly created `name` in `parent` (a lookup).
+    fn created_entry(
+        &self,
+        ctx: &Context,
+        parent: &crate::inode::InodeData,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        let entry = self.do_lookup(parent, name)?;
+        if ctx.security_ctx.is_some() {
+            if let Ok(data) = self.inode(entry.inode) {
+                self.apply_security_ctx(ctx, &data);
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Opens the file behind the `O_PATH` fd of a just-created file and enters it in the
+    /// table (CREATE and TMPFILE), returning its entry.
+    fn enter_open_file(&self, file: BorrowedFd<'_>, parent_mnt: u64) -> io::Result<Entry> {
+        let path_fd = sys::reopen(self.proc_self_fd.as_fd(), file, OFlags::PATH)?;
+        let sx = statx_fd(path_fd.as_fd())?;
+        self.insert_inode(path_fd, sx, parent_mnt)
+    }
+
+    fn attr_reply(&self, st: libc::stat64) -> AttrReply {
+        AttrReply {
+            attr: self.guest_stat(st),
+            timeout: self.cfg.cache.timeout(),
+        }
+    }
+
+    fn xattr_enabled(&self) -> io::Result<()> {
+        if self.cfg.xattr {
+            Ok(())
+        } else {
+            Err(errno(libc::ENOSYS))
+        }
+    }
+
+    /// Reads a list or value with the two-step size probe (values can grow in between).
+    fn read_sized(
+        &self,
+        mut call: impl FnMut(&mut [u8]) -> io::Result<usize>,
+        query: impl Fn() -> io::Result<usize>,
+    ) -> io::Result<Vec<u8>> {
+        for _ in 0..8 {
+            let size = query()?.min(XATTR_MAX);
+            let mut buf = vec![0u8; size];
+            match call(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ERANGE) && size < XATTR_MAX => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(errno(libc::ERANGE))
+    }
+
+    fn lock_op(&self, handle: &HandleData, cmd: i32, lock: &Lock) -> io::Result<libc::flock64> {
+        let (start, len) = sys::lock_range(lock.start, lock.end)?;
+        let typ = match lock.typ as i32 {
+            libc::F_RDLCK => libc::F_RDLCK,
+            libc::F_WRLCK => libc::F_WRLCK,
+            libc::F_UNLCK => libc::F_UNLCK,
+            _ => return Err(errno(libc::EINVAL)),
+        };
+        sys::ofd_lock(handle.file.as_fd(), cmd, typ as i16, start, len)
+    }
+}
+
+impl FileSystem for PassthroughFs {
+    fn init(&self, capable: u64) -> io::Result<u64> {
+        use init_flags::*;
+        let mut want = ASYNC_READ
+            | POSIX_LOCKS
+            | FLOCK_LOCKS
+            | ATOMIC_O_TRUNC
+            | BIG_WRITES
+            | DO_READDIRPLUS
+            | READDIRPLUS_AUTO
+            | PARALLEL_DIROPS
+            | CACHE_SYMLINKS
+            | SETXATTR_EXT
+            | CREATE_SUPP_GROUP
+            | MAX_PAGES
+            | INIT_EXT
+            | ASYNC_DIO
+            | HAS_RESEND;
+        if self.cfg.writeback {
+            want |= WRITEBACK_CACHE;
+        }
+        if self.cfg.killpriv_v2 && !self.cfg.readonly {
+            want |= HANDLE_KILLPRIV_V2;
+        }
+        if self.cfg.announce_submounts {
+            want |= SUBMOUNTS;
+        }
+        if self.cfg.security_label {
+            want |= SECURITY_CTX;
+        }
+        if self.cfg.posix_acl
+            && self.cfg.xattr
+            && capable & (POSIX_ACL | DONT_MASK) == POSIX_ACL | DONT_MASK
+        {
+            want |= POSIX_ACL | DONT_MASK;
+        }
+        let got = want & capable;
+        self.writeback
+            .store(got & WRITEBACK_CACHE != 0, Ordering::Relaxed);
+        self.posix_acl
+            .store(got & POSIX_ACL != 0, Ordering::Relaxed);
+        self.killpriv_v2
+            .store(got & HANDLE_KILLPRIV_V2 != 0, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    fn destroy(&self) {
+        self.handles.clear();
+        self.inodes.clear();
+    }
+
+    fn lookup(&self, _ctx: &Context, parent: Inode, name: Name<'_>) -> io::Result<Entry> {
+        let p = self.inode(parent)?;
+        if !p.is_dir() {
+            return Err(errno(libc::ENOTDIR));
+        }
+        self.do_lookup(&p, name.as_c_str())
+    }
+
+    fn forget(&self, inode: Inode, count: u64) {
+        self.inodes.forget(inode, count);
+    }
+
+    fn getattr(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        handle: Option<Handle>,
+    ) -> io::Result<AttrReply> {
+        let data = self.inode(inode)?;
+        // A handle is only an optimization; an unknown one falls back to the inode.
+        let st = match handle.and_then(|h| self.handles.get(h, inode).ok()) {
+            Some(h) => statx_fd(h.file.as_fd())?.st,
+            None => statx_fd(data.fd()?.as_fd())?.st,
+        };
+        Ok(self.attr_reply(st))
+    }
+
+    fn setattr(&self, _ctx: &Context, inode: Inode, attr: SetAttr) -> io::Result<AttrReply> {
+        self.check_writable()?;
+        let data = self.inode(inode)?;
+        let handle = match attr.handle {
+            Some(h) => Some(self.handles.get(h, inode)?),
+            None => None,
+        };
+        let pfd = data.fd()?;
+        let hfd = handle.as_ref().map(|h| h.file.as_fd());
+
+        if let Some(mode) = attr.mode {
+            match hfd {
+                Some(f) => rustix::fs::fchmod(f, Mode::from_bits_retain(mode & 0o7777))?,
+                None => self.chmod_inode(&data, pfd.as_fd(), mode)?,
+            }
+        }
+        if attr.uid.is_some() || attr.gid.is_some() {
+            let uid = attr.uid.map(|u| self.host_uid(u)).transpose()?;
+            let gid = attr.gid.map(|g| self.host_gid(g)).transpose()?;
+            rustix::fs::chownat(
+                pfd.as_fd(),
+                c"",
+                uid.map(host_uid_t),
+                gid.map(host_gid_t),
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(size) = attr.size {
+            match hfd {
+                Some(f) => rustix::fs::ftruncate(f, size)?,
+                None => {
+                    if data.is_dir() {
+                        return Err(errno(libc::EISDIR));
+                    }
+                    if !data.is_reg() {
+                        return Err(errno(libc::EINVAL));
+                    }
+                    let f = self.open_inode(&data, OFlags::WRONLY)?;
+                    rustix::fs::ftruncate(&f, size)?;
+                }
+            }
+        }
+        if attr.kill_suidgid && attr.mode.is_none() && self.killpriv_v2.load(Ordering::Relaxed) {
+            self.kill_suidgid(&data, hfd)?;
+        }
+        if attr.atime.is_some() || attr.mtime.is_some() {
+            let times = Timestamps {
+                last_access: set_time(attr.atime),
+                last_modification: set_time(attr.mtime),
+            };
+            match hfd {
+                Some(f) => rustix::fs::futimens(f, &times)?,
+                None => rustix::fs::utimensat(
+                    pfd.as_fd(),
+                    c"",
+                    &times,
+                    AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+                )?,
+            }
+        }
+        let st = match hfd {
+            Some(f) => statx_fd(f)?.st,
+            None => statx_fd(pfd.as_fd())?.st,
+        };
+        Ok(self.attr_reply(st))
+    }
+
+    fn readlink(&self, _ctx: &Context, inode: Inode) -> io::Result<Vec<u8>> {
+        let data = self.inode(inode)?;
+        if !data.is_symlink() {
+            return Err(errno(libc::EINVAL));
+        }
+        let target = rustix::fs::readlinkat(data.fd()?.as_fd(), c"", Vec::new())?;
+        Ok(target.into_bytes())
+    }
+
+    fn symlink(
+        &self,
+        ctx: &Context,
+        target: &CStr,
+        parent: Inode,
+        name: Name<'_>,
+    ) -> io::Result<Entry> {
+        self.check_writable()?;
+        let p = self.inode(parent)?;
+        {
+            let pfd = p.fd()?;
+            let _creds = self.caller_creds(ctx)?;
+            rustix::fs::symlinkat(target, pfd.as_fd(), name.as_c_str())?;
+        }
+        self.created_entry(ctx, &p, name.as_c_str())
+    }
+
+    fn mknod(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: Name<'_>,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.check_writable()?;
+        let p = self.inode(parent)?;
+        let file_type = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => FileType::RegularFile,
+            libc::S_IFIFO => FileType::Fifo,
+            libc::S_IFSOCK => FileType::Socket,
+            libc::S_IFCHR => FileType::CharacterDevice,
+            libc::S_IFBLK => FileType::BlockDevice,
+            _ => return Err(errno(libc::EINVAL)),
+        };
+        {
+            let pfd = p.fd()?;
+            let mode = self.creation_mode(mode, umask);
+            let _creds = self.caller_creds(ctx)?;
+            rustix::fs::mknodat(
+                pfd.as_fd(),
+                name.as_c_str(),
+                file_type,
+                Mode::from_bits_retain(mode),
+                u64::from(rdev),
+            )?;
+        }
+        self.created_entry(ctx, &p, name.as_c_str())
+    }
+
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: Name<'_>,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        self.check_writable()?;
+        let p = self.inode(parent)?;
+        {
+            let pfd = p.fd()?;
+            let mode = self.creation_mode(mode, umask);
+            let _creds = self.caller_creds(ctx)?;
+            rustix::fs::mkdirat(pfd.as_fd(), name.as_c_str(), Mode::from_bits_retain(mode))?;
+        }
+        self.created_entry(ctx, &p, name.as_c_str())
+    }
+
+    fn unlink(&self, _ctx: &Context, parent: Inode, name: Name<'_>) -> io::Result<()> {
+        self.check_writable()?;
+        let p = self.inode(parent)?;
+        rustix::fs::unlinkat(p.fd()?.as_fd(), name.as_c_str(), AtFlags::empty())?;
+        Ok(())
+    }
+
+    fn rmdir(&self, _ctx: &Context, parent: Inode, name: Name<'_>) -> io::Result<()> {
+        self.check_writable()?;
+        let p = self.inode(parent)?;
+        rustix::fs::unlinkat(p.fd()?.as_fd(), name.as_c_str(), AtFlags::REMOVEDIR)?;
+        Ok(())
+    }
+
+    fn rename(
+        &self,
+        _ctx: &Context,
+        old_parent: Inode,
+        old_name: Name<'_>,
+        new_parent: Inode,
+        new_name: Name<'_>,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.check_writable()?;
+        let known = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT;
+        if flags & !known != 0 {
+            return Err(errno(libc::EINVAL));
+        }
+        let op = self.inode(old_parent)?;
+        let np = self.inode(new_parent)?;
+        let ofd = op.fd()?;
+        let nfd = np.fd()?;
+        rustix::fs::renameat_with(
+            ofd.as_fd(),
+            old_name.as_c_str(),
+            nfd.as_fd(),
+            new_name.as_c_str(),
+            RenameFlags::from_bits_retain(flags),
+        )?;
+        Ok(())
+    }
+
+    fn link(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        new_parent: Inode,
+        new_name: Name<'_>,
+    ) -> io::Result<Entry> {
+        self.check_writable()?;
+        let data = self.inode(inode)?;
+        let np = self.inode(new_parent)?;
+        if data.is_dir() {
+            return Err(errno(libc::EPERM));
+        }
+        let fd = data.fd()?;
+        let nfd = np.fd()?;
+        let r = rustix::fs::linkat(
+            fd.as_fd(),
+            c"",
+            nfd.as_fd(),
+            new_name.as_c_str(),
+            AtFlags::EMPTY_PATH,
+        );
+        if let Err(e) = r {
+            if e != rustix::io::Errno::NOENT && e != rustix::io::Errno::PERM {
+                return Err(e.into());
+            }
+            // Without CAP_DAC_READ_SEARCH: link through the magic link instead.
+            let name = sys::fd_name(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()));
+            rustix::fs::linkat(
+                self.proc_self_fd.as_fd(),
+                name.as_c_str(),
+                nfd.as_fd(),
+                new_name.as_c_str(),
+                AtFlags::SYMLINK_FOLLOW,
+            )?;
+        }
+        self.entry_for_known(inode, np.key.mnt_id)
+    }
+
+    fn open(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        flags: u32,
+        fuse_open_flags: u32,
+    ) -> io::Result<Opened> {
+        let data = self.inode(inode)?;
+        if data.is_dir() {
+            return Err(errno(libc::EISDIR));
+        }
+        let oflags = self.file_open_flags(flags)?;
+        if Self::flags_modify(oflags) {
+            self.check_writable()?;
+        }
+        self.handles.check_room()?;
+        let file = self.open_inode(&data, oflags)?;
+        if oflags.contains(OFlags::TRUNC)
+            && fuse_open_flags & fuse_flags::OPEN_KILL_SUIDGID != 0
+            && self.killpriv_v2.load(Ordering::Relaxed)
+        {
+            self.kill_suidgid(&data, Some(file.as_fd()))?;
+        }
+        let handle = self.handles.insert(HandleData::new(inode, file))?;
+        Ok(Opened {
+            handle,
+            open_flags: self.fopen_flags(false),
+        })
+    }
+
+    fn create(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        name: Name<'_>,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+        fuse_open_flags: u32,
+    ) -> io::Result<(Entry, Opened)> {
+        self.check_writable()?;
+        let p = self.inode(parent)?;
+        let mut oflags = self.file_open_flags(flags)?;
+        if flags as i32 & libc::O_EXCL != 0 {
+            oflags |= OFlags::EXCL;
+        }
+        self.handles.check_room()?;
+        let file = {
+            let pfd = p.fd()?;
+            let mode = self.creation_mode(mode, umask);
+            let _creds = self.caller_creds(ctx)?;
+            rustix::fs::openat(
+                pfd.as_fd(),
+                name.as_c_str(),
+                oflags | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_bits_retain(mode),
+            )?
+        };
+        // The name may be an existing symlink only if O_CREAT followed it, which O_NOFOLLOW
+        // forbids (ELOOP); an existing special file would have been opened: refuse those.
+        let sx = statx_fd(file.as_fd())?;
+        if sx.st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(errno(libc::ENXIO));
+        }
+        let entry = self.enter_open_file(file.as_fd(), p.key.mnt_id)?;
+        let data = self.inode(entry.inode)?;
+        if ctx.security_ctx.is_some() {
+            self.apply_security_ctx(ctx, &data);
+        }
+        if oflags.contains(OFlags::TRUNC)
+            && fuse_open_flags & fuse_flags::OPEN_KILL_SUIDGID != 0
+            && self.killpriv_v2.load(Ordering::Relaxed)
+        {
+            self.kill_suidgid(&data, Some(file.as_fd()))?;
+        }
+        let handle = match self.handles.insert(HandleData::new(entry.inode, file)) {
+            Ok(h) => h,
+            Err(e) => {
+                self.inodes.forget(entry.inode, 1);
+                return Err(e);
+            }
+        };
+        Ok((
+            entry,
+            Opened {
+                handle,
+                open_flags: self.fopen_flags(false),
+            },
+        ))
+    }
+
+    fn tmpfile(
+        &self,
+        ctx: &Context,
+        parent: Inode,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+    ) -> io::Result<(Entry, Opened)> {
+        self.check_writable()?;
+        let p = self.inode(parent)?;
+        let mut oflags = self.file_open_flags(flags)?;
+        if oflags.bits() as i32 & libc::O_ACCMODE == libc::O_RDONLY {
+            oflags = (oflags & !OFlags::RDONLY) | OFlags::RDWR;
+        }
+        self.handles.check_room()?;
+        let file = {
+            let pfd = p.fd()?;
+            let mode = self.creation_mode(mode, umask);
+            let _creds = self.caller_creds(ctx)?;
+            rustix::fs::openat(
+                pfd.as_fd(),
+                c".",
+                oflags | OFlags::TMPFILE | OFlags::CLOEXEC,
+                Mode::from_bits_retain(mode),
+            )?
+        };
+        let entry = self.enter_open_file(file.as_fd(), p.key.mnt_id)?;
+        let handle = match self.handles.insert(HandleData::new(entry.inode, file)) {
+            Ok(h) => h,
+            Err(e) => {
+                self.inodes.forget(entry.inode, 1);
+                return Err(e);
+            }
+        };
+        Ok((
+            entry,
+            Opened {
+                handle,
+                open_flags: self.fopen_flags(false),
+            },
+        ))
+    }
+
+    fn read(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        _flags: IoFlags,
+    ) -> io::Result<usize> {
+        let h = self.handles.get(handle, inode)?;
+        let size = size as usize;
+        let mut done = 0usize;
+        while done < size {
+            let off = offset
+                .checked_add(done as u64)
+                .ok_or_else(|| errno(libc::EINVAL))?;
+            match w.write_from_file(h.file.as_fd(), off, size - done) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if done > 0 => {
+                    tracing::debug!("short read after {done} bytes: {e}");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn write(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        flags: IoFlags,
+    ) -> io::Result<usize> {
+        self.check_writable()?;
+        let h = self.handles.get(handle, inode)?;
+        if flags.kill_suidgid && self.killpriv_v2.load(Ordering::Relaxed) {
+            let data = self.inode(inode)?;
+            self.kill_suidgid(&data, Some(h.file.as_fd()))?;
+        }
+        let size = size as usize;
+        let mut done = 0usize;
+        while done < size {
+            let off = offset
+                .checked_add(done as u64)
+                .ok_or_else(|| errno(libc::EINVAL))?;
+            match r.read_to_file(h.file.as_fd(), off, size - done) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if done > 0 => {
+                    tracing::debug!("short write after {done} bytes: {e}");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn statfs(&self, _ctx: &Context, inode: Inode) -> io::Result<libc::statvfs64> {
+        let data = self.inode(inode)?;
+        sys::fstatvfs(data.fd()?.as_fd())
+    }
+
+    fn release(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        _flags: u32,
+        handle: Handle,
+        _flush: bool,
+        _flock_release: bool,
+        _lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        // Dropping the last reference closes the fd, which releases its OFD and flock locks.
+        self.handles.remove(handle, inode)
+    }
+
+    fn fsync(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        datasync: bool,
+        handle: Handle,
+    ) -> io::Result<()> {
+        let h = self.handles.get(handle, inode)?;
+        if datasync {
+            rustix::fs::fdatasync(h.file.as_fd())?;
+        } else {
+            rustix::fs::fsync(h.file.as_fd())?;
+        }
+        Ok(())
+    }
+
+    fn setxattr(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+        extra_flags: u32,
+    ) -> io::Result<()> {
+        self.xattr_enabled()?;
+        self.check_writable()?;
+        if flags & !((libc::XATTR_CREATE | libc::XATTR_REPLACE) as u32) != 0 {
+            return Err(errno(libc::EINVAL));
+        }
+        if value.len() > XATTR_MAX {
+            return Err(errno(libc::E2BIG));
+        }
+        let data = self.inode(inode)?;
+        let host = self.host_xattr_name(name)?;
+        self.xattr_set(&data, &host, value, flags)?;
+        if extra_flags & fuse_flags::SETXATTR_ACL_KILL_SGID != 0
+            && name.to_bytes() == b"system.posix_acl_access"
+        {
+            let fd = data.fd()?;
+            let st = statx_fd(fd.as_fd())?.st;
+            if st.st_mode & libc::S_ISGID != 0 {
+                self.chmod_inode(&data, fd.as_fd(), st.st_mode & 0o7777 & !libc::S_ISGID)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn getxattr(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<XattrReply> {
+        self.xattr_enabled()?;
+        let data = self.inode(inode)?;
+        let host = match self.host_xattr_name(name) {
+            Ok(h) => h,
+            // A name the map refuses simply does not exist for the guest.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(errno(libc::ENODATA)),
+            Err(e) => return Err(e),
+        };
+        self.with_inode_path(&data, |p| {
+            if size == 0 {
+                let n = rustix::fs::getxattr_query(p, host.as_c_str())?;
+                return Ok(XattrReply::Size(n.min(u32::MAX as usize) as u32));
+            }
+            let mut buf = vec![0u8; (size as usize).min(XATTR_MAX)];
+            let n = rustix::fs::getxattr(p, host.as_c_str(), &mut buf[..])?;
+            buf.truncate(n);
+            Ok(XattrReply::Data(buf))
+        })
+    }
+
+    fn listxattr(&self, _ctx: &Context, inode: Inode, size: u32) -> io::Result<XattrReply> {
+        self.xattr_enabled()?;
+        let data = self.inode(inode)?;
+        self.with_inode_path(&data, |p| {
+            let Some(map) = &self.cfg.xattr_map else {
+                if size == 0 {
+                    let n = rustix::fs::listxattr_query(p)?;
+                    return Ok(XattrReply::Size(n.min(u32::MAX as usize) as u32));
+                }
+                let mut buf = vec![0u8; (size as usize).min(XATTR_MAX)];
+                let n = rustix::fs::listxattr(p, &mut buf[..])?;
+                buf.truncate(n);
+                return Ok(XattrReply::Data(buf));
+            };
+            let list = self.read_sized(
+                |buf| Ok(rustix::fs::listxattr(p, buf)?),
+                || Ok(rustix::fs::listxattr_query(p)?),
+            )?;
+            let list = map.host_list_to_guest(&list);
+            if size == 0 {
+                Ok(XattrReply::Size(list.len() as u32))
+            } else if list.len() > size as usize {
+                Err(errno(libc::ERANGE))
+            } else {
+                Ok(XattrReply::Data(list))
+            }
+        })
+    }
+
+    fn removexattr(&self, _ctx: &Context, inode: Inode, name: &CStr) -> io::Result<()> {
+        self.xattr_enabled()?;
+        self.check_writable()?;
+        let data = self.inode(inode)?;
+        let host = self.host_xattr_name(name)?;
+        self.with_inode_path(&data, |p| Ok(rustix::fs::removexattr(p, host.as_c_str())?))
+    }
+
+    fn flush(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        _lock_owner: u64,
+    ) -> io::Result<()> {
+        let h = self.handles.get(handle, inode)?;
+        // Emulate the guest's close(): closing a duplicate lets file systems that act on close
+        // (NFS, FUSE) do so. OFD locks are not affected by closing a duplicate.
+        let dup = sys::dup(h.file.as_fd())?;
+        drop(dup);
+        Ok(())
+    }
+
+    fn opendir(&self, _ctx: &Context, inode: Inode, _flags: u32) -> io::Result<Opened> {
+        let data = self.inode(inode)?;
+        if !data.is_dir() {
+            return Err(errno(libc::ENOTDIR));
+        }
+        self.handles.check_room()?;
+        let file = self.open_inode(&data, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let handle = self.handles.insert(HandleData::new(inode, file))?;
+        Ok(Opened {
+            handle,
+            open_flags: self.fopen_flags(true),
+        })
+    }
+
+    fn readdir(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add: &mut dyn FnMut(DirEntry<'_>) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        let h = self.handles.get(handle, inode)?;
+        let mut pos = h.lock_dir();
+        if *pos != Some(offset) {
+            *pos = None;
+            sys::lseek(h.file.as_fd(), offset as i64, libc::SEEK_SET)?;
+        }
+        let mut last = offset;
+        let mut complete = true;
+        sys::for_each_dirent(h.file.as_fd(), size as usize, |ino, next, typ, name| {
+            let more = add(DirEntry {
+                ino,
+                offset: next,
+                typ,
+                name,
+            })?;
+            if more {
+                last = next;
+            } else {
+                complete = false;
+            }
+            Ok(more)
+        })?;
+        // When we stopped early the stream went past what the guest got: seek next time.
+        *pos = if complete { Some(last) } else { None };
+        Ok(())
+    }
+
+    fn readdirplus(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add: &mut dyn FnMut(DirEntry<'_>, Entry) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        let h = self.handles.get(handle, inode)?;
+        let dir = self.inode(inode)?;
+        let mut pos = h.lock_dir();
+        if *pos != Some(offset) {
+            *pos = None;
+            sys::lseek(h.file.as_fd(), offset as i64, libc::SEEK_SET)?;
+        }
+        let mut last = offset;
+        let mut complete = true;
+        sys::for_each_dirent(h.file.as_fd(), size as usize, |ino, next, typ, name| {
+            let dirent = DirEntry {
+                ino,
+                offset: next,
+                typ,
+                name,
+            };
+            let entry = if name == b"." || name == b".." {
+                // SAFETY: `stat64` is plain old data; all-zero is a valid value.
+                let mut attr: libc::stat64 = unsafe { std::mem::zeroed() };
+                attr.st_ino = ino;
+                attr.st_mode = libc::S_IFDIR;
+                Entry {
+                    inode: 0,
+                    generation: 0,
+                    attr,
+                    attr_flags: 0,
+                    attr_timeout: std::time::Duration::ZERO,
+                    entry_timeout: std::time::Duration::ZERO,
+                }
+            } else {
+                let cname = match std::ffi::CString::new(name) {
+                    Ok(c) => c,
+                    Err(_) => return Ok(true),
+                };
+                match self.do_lookup(&dir, &cname) {
+                    Ok(e) => e,
+                    // Gone since getdents read it: skip it.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        last = next;
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let dirent = DirEntry {
+                ino: entry.attr.st_ino,
+                ..dirent
+            };
+            let more = add(dirent, entry)?;
+            if more {
+                last = next;
+            } else {
+                complete = false;
+                if entry.inode != 0 {
+                    self.inodes.forget(entry.inode, 1);
+                }
+            }
+            Ok(more)
+        })?;
+        *pos = if complete { Some(last) } else { None };
+        Ok(())
+    }
+
+    fn releasedir(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        _flags: u32,
+        handle: Handle,
+    ) -> io::Result<()> {
+        self.handles.remove(handle, inode)
+    }
+
+    fn fsyncdir(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        datasync: bool,
+        handle: Handle,
+    ) -> io::Result<()> {
+        self.fsync(_ctx, inode, datasync, handle)
+    }
+
+    fn getlk(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        _owner: u64,
+        lock: Lock,
+        flock: bool,
+    ) -> io::Result<Lock> {
+        if flock {
+            return Err(errno(libc::EINVAL));
+        }
+        let h = self.handles.get(handle, inode)?;
+        let fl = self.lock_op(&h, libc::F_OFD_GETLK, &lock)?;
+        if fl.l_type == libc::F_UNLCK as i16 {
+            return Ok(Lock {
+                typ: libc::F_UNLCK as u32,
+                ..lock
+            });
+        }
+        let start = fl.l_start.max(0) as u64;
+        let end = if fl.l_len == 0 {
+            i64::MAX as u64
+        } else {
+            start.saturating_add(fl.l_len as u64).saturating_sub(1)
+        };
+        Ok(Lock {
+            start,
+            end,
+            typ: fl.l_type as u32,
+            pid: fl.l_pid.max(0) as u32,
+        })
+    }
+
+    fn setlk(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        _owner: u64,
+        lock: Lock,
+        flock: bool,
+        wait: bool,
+    ) -> io::Result<()> {
+        let h = self.handles.get(handle, inode)?;
+        if flock {
+            use rustix::fs::FlockOperation as Op;
+            let op = match (lock.typ as i32, wait) {
+                (libc::F_RDLCK, true) => Op::LockShared,
+                (libc::F_RDLCK, false) => Op::NonBlockingLockShared,
+                (libc::F_WRLCK, true) => Op::LockExclusive,
+                (libc::F_WRLCK, false) => Op::NonBlockingLockExclusive,
+                (libc::F_UNLCK, _) => Op::Unlock,
+                _ => return Err(errno(libc::EINVAL)),
+            };
+            rustix::fs::flock(h.file.as_fd(), op)?;
+            return Ok(());
+        }
+        let cmd = if wait {
+            libc::F_OFD_SETLKW
+        } else {
+            libc::F_OFD_SETLK
+        };
+        self.lock_op(&h, cmd, &lock)?;
+        Ok(())
+    }
+
+    fn access(&self, ctx: &Context, inode: Inode, mask: u32) -> io::Result<()> {
+        let data = self.inode(inode)?;
+        let access = rustix::fs::Access::from_bits(mask).ok_or_else(|| errno(libc::EINVAL))?;
+        let fd = data.fd()?;
+        if mask & libc::W_OK as u32 != 0 && self.cfg.readonly {
+            return Err(errno(libc::EROFS));
+        }
+        // Through the magic link: faccessat2 takes AT_EMPTY_PATH, but rustix refuses it.
+        let path = sys::fd_name(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()));
+        let _creds = self.caller_creds(ctx)?;
+        rustix::fs::accessat(
+            self.proc_self_fd.as_fd(),
+            path.as_c_str(),
+            access,
+            AtFlags::EACCESS,
+        )?;
+        Ok(())
+    }
+
+    fn fallocate(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        self.check_writable()?;
+        let h = self.handles.get(handle, inode)?;
+        let flags =
+            rustix::fs::FallocateFlags::from_bits(mode).ok_or_else(|| errno(libc::EOPNOTSUPP))?;
+        rustix::fs::fallocate(h.file.as_fd(), flags, offset, length)?;
+        Ok(())
+    }
+
+    fn lseek(
+        &self,
+        _ctx: &Context,
+        inode: Inode,
+        handle: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        let h = self.handles.get(handle, inode)?;
+        let whence = match whence as i32 {
+            w @ (libc::SEEK_SET
+            | libc::SEEK_CUR
+            | libc::SEEK_END
+            | libc::SEEK_DATA
+            | libc::SEEK_HOLE) => w,
+            _ => return Err(errno(libc::EINVAL)),
+        };
+        sys::lseek(h.file.as_fd(), offset as i64, whence)
+    }
+
+    fn copy_file_range(
+        &self,
+        _ctx: &Context,
+        inode_in: Inode,
+        handle_in: Handle,
+        offset_in: u64,
+        inode_out: Inode,
+        handle_out: Handle,
+        offset_out: u64,
+        len: u64,
+        flags: u64,
+    ) -> io::Result<usize> {
+        self.check_writable()?;
+        if flags != 0 {
+            return Err(errno(libc::EINVAL));
+        }
+        let hin = self.handles.get(handle_in, inode_in)?;
+        let hout = self.handles.get(handle_out, inode_out)?;
+        let mut off_in = offset_in;
+        let mut off_out = offset_out;
+        // The reply carries a u32 count.
+        let len = len.min(u64::from(u32::MAX) & !4095) as usize;
+        Ok(rustix::fs::copy_file_range(
+            hin.file.as_fd(),
+            Some(&mut off_in),
+            hout.file.as_fd(),
+            Some(&mut off_out),
+            len,
+        )?)
+    }
+
+    fn syncfs(&self, _ctx: &Context, inode: Inode) -> io::Result<()> {
+        let data = self.inode(inode)?;
+        let dir = if data.is_dir() || data.is_reg() {
+            data
+        } else {
+            self.inode(vhostfs_server::ROOT_INODE)?
+        };
+        let flags = if dir.is_dir() {
+            OFlags::RDONLY | OFlags::DIRECTORY
+        } else {
+            OFlags::RDONLY | OFlags::NONBLOCK
+        };
+        let fd = self.open_inode(&dir, flags)?;
+        rustix::fs::syncfs(&fd)?;
+        Ok(())
+    }
+}
+
+fn host_uid_t(u: u32) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(u)
+}
+
+fn host_gid_t(g: u32) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(g)
+}

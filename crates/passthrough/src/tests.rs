@@ -1,0 +1,981 @@
+//! Tests of the passthrough file system against temporary directories, calling the
+//! [`FileSystem`] methods directly as the server would.
+
+use std::ffi::{CStr, CString};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use vhostfs_server::abi::init_flags;
+use vhostfs_server::{
+    Context, DirEntry, Entry, FileSystem, Lock, Name, SetAttr, SetTime, SliceReader, VecWriter,
+    XattrReply, ROOT_INODE,
+};
+
+use crate::{CachePolicy, Config, InodeFileHandles, PassthroughFs};
+
+fn root_ctx() -> Context {
+    Context::default()
+}
+
+fn name(s: &str) -> CString {
+    CString::new(s).unwrap()
+}
+
+fn n(c: &CStr) -> Name<'_> {
+    Name::new(c).unwrap()
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.raw_os_error().expect("an errno"),
+    }
+}
+
+fn new_fs_with(dir: &Path, f: impl FnOnce(&mut Config)) -> PassthroughFs {
+    let mut cfg = Config {
+        root_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    f(&mut cfg);
+    let fs = PassthroughFs::new(cfg).unwrap();
+    fs.init(u64::MAX).unwrap();
+    fs
+}
+
+fn new_fs(dir: &Path) -> PassthroughFs {
+    new_fs_with(dir, |_| {})
+}
+
+fn lookup(fs: &PassthroughFs, parent: u64, s: &str) -> std::io::Result<Entry> {
+    let c = name(s);
+    fs.lookup(&root_ctx(), parent, n(&c))
+}
+
+fn readdir_names(fs: &PassthroughFs, dir: u64) -> Vec<String> {
+    let h = fs.opendir(&root_ctx(), dir, 0).unwrap().handle;
+    let mut out = Vec::new();
+    fs.readdir(&root_ctx(), dir, h, 4096, 0, &mut |e: DirEntry<'_>| {
+        out.push(String::from_utf8_lossy(e.name).into_owned());
+        Ok(true)
+    })
+    .unwrap();
+    fs.releasedir(&root_ctx(), dir, 0, h).unwrap();
+    out.sort();
+    out
+}
+
+#[test]
+fn lookup_getattr_and_forget() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"hello").unwrap();
+    let fs = new_fs(td.path());
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    assert_ne!(e.inode, ROOT_INODE);
+    assert_eq!(e.attr.st_size, 5);
+    let e2 = lookup(&fs, ROOT_INODE, "a").unwrap();
+    assert_eq!(e.inode, e2.inode);
+    assert_eq!(fs.inodes.get(e.inode).unwrap().refcount(), 2);
+    let a = fs.getattr(&root_ctx(), e.inode, None).unwrap();
+    assert_eq!(a.attr.st_ino, e.attr.st_ino);
+    fs.forget(e.inode, 1);
+    assert!(fs.getattr(&root_ctx(), e.inode, None).is_ok());
+    fs.forget(e.inode, 1);
+    assert_eq!(
+        errno_of(fs.getattr(&root_ctx(), e.inode, None)),
+        libc::EBADF
+    );
+    assert_eq!(fs.inode_count(), 1);
+    // Root never goes away.
+    fs.forget(ROOT_INODE, 100);
+    assert!(fs.getattr(&root_ctx(), ROOT_INODE, None).is_ok());
+    // Unknown ids are errors, not panics.
+    assert_eq!(errno_of(fs.getattr(&root_ctx(), 12345, None)), libc::EBADF);
+    assert_eq!(errno_of(lookup(&fs, 999, "a")), libc::EBADF);
+    assert_eq!(errno_of(lookup(&fs, ROOT_INODE, "missing")), libc::ENOENT);
+    fs.forget(777, 3);
+}
+
+#[test]
+fn dotdot_at_root_is_root() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::create_dir(td.path().join("d")).unwrap();
+    let fs = new_fs(td.path());
+    let root_ino = std::fs::metadata(td.path()).unwrap().ino();
+    let e = lookup(&fs, ROOT_INODE, "..").unwrap();
+    assert_eq!(e.inode, ROOT_INODE);
+    assert_eq!(e.attr.st_ino, root_ino);
+    let e = lookup(&fs, ROOT_INODE, ".").unwrap();
+    assert_eq!(e.inode, ROOT_INODE);
+    let d = lookup(&fs, ROOT_INODE, "d").unwrap();
+    let up = lookup(&fs, d.inode, "..").unwrap();
+    assert_eq!(up.inode, ROOT_INODE);
+}
+
+#[test]
+fn hard_links_share_an_inode() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"x").unwrap();
+    std::fs::hard_link(td.path().join("a"), td.path().join("b")).unwrap();
+    let fs = new_fs(td.path());
+    let a = lookup(&fs, ROOT_INODE, "a").unwrap();
+    let b = lookup(&fs, ROOT_INODE, "b").unwrap();
+    assert_eq!(a.inode, b.inode);
+    let c_name = name("c");
+    let c = fs
+        .link(&root_ctx(), a.inode, ROOT_INODE, n(&c_name))
+        .unwrap();
+    assert_eq!(c.inode, a.inode);
+    assert_eq!(c.attr.st_nlink, 3);
+    assert_eq!(fs.inodes.get(a.inode).unwrap().refcount(), 3);
+}
+
+#[test]
+fn create_write_read_roundtrip() {
+    let td = tempfile::tempdir().unwrap();
+    let fs = new_fs(td.path());
+    let f = name("f");
+    let (e, o) = fs
+        .create(
+            &root_ctx(),
+            ROOT_INODE,
+            n(&f),
+            0o644,
+            libc::O_RDWR as u32,
+            0o022,
+            0,
+        )
+        .unwrap();
+    let data = vec![7u8; 100_000];
+    let mut r = SliceReader::new(&data);
+    let w = fs
+        .write(
+            &root_ctx(),
+            e.inode,
+            o.handle,
+            &mut r,
+            data.len() as u32,
+            0,
+            Default::default(),
+        )
+        .unwrap();
+    assert_eq!(w, data.len());
+    let mut out = VecWriter::new(1 << 20);
+    let got = fs
+        .read(
+            &root_ctx(),
+            e.inode,
+            o.handle,
+            &mut out,
+            200_000,
+            0,
+            Default::default(),
+        )
+        .unwrap();
+    assert_eq!(got, data.len());
+    assert_eq!(out.as_slice(), &data[..]);
+    // Read past EOF returns 0.
+    let mut out = VecWriter::new(1 << 20);
+    assert_eq!(
+        fs.read(
+            &root_ctx(),
+            e.inode,
+            o.handle,
+            &mut out,
+            10,
+            200_000,
+            Default::default()
+        )
+        .unwrap(),
+        0
+    );
+    fs.flush(&root_ctx(), e.inode, o.handle, 0).unwrap();
+    fs.fsync(&root_ctx(), e.inode, true, o.handle).unwrap();
+    fs.release(&root_ctx(), e.inode, 0, o.handle, false, false, None)
+        .unwrap();
+    assert_eq!(
+        errno_of(fs.release(&root_ctx(), e.inode, 0, o.handle, false, false, None)),
+        libc::EBADF
+    );
+    let meta = std::fs::metadata(td.path().join("f")).unwrap();
+    assert_eq!(meta.len(), 100_000);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    // O_EXCL on an existing file.
+    assert_eq!(
+        errno_of(fs.create(
+            &root_ctx(),
+            ROOT_INODE,
+            n(&f),
+            0o644,
+            (libc::O_RDWR | libc::O_EXCL) as u32,
+            0,
+            0
+        )),
+        libc::EEXIST
+    );
+    // Open + O_TRUNC.
+    let o = fs
+        .open(
+            &root_ctx(),
+            e.inode,
+            (libc::O_WRONLY | libc::O_TRUNC) as u32,
+            0,
+        )
+        .unwrap();
+    assert_eq!(std::fs::metadata(td.path().join("f")).unwrap().len(), 0);
+    fs.release(&root_ctx(), e.inode, 0, o.handle, false, false, None)
+        .unwrap();
+}
+
+#[test]
+fn umask_is_applied() {
+    let td = tempfile::tempdir().unwrap();
+    let fs = new_fs(td.path());
+    let d = name("d");
+    let e = fs
+        .mkdir(&root_ctx(), ROOT_INODE, n(&d), 0o777, 0o027)
+        .unwrap();
+    assert_eq!(e.attr.st_mode & 0o7777, 0o750);
+    assert_eq!(e.attr.st_mode & libc::S_IFMT, libc::S_IFDIR);
+}
+
+#[test]
+fn mkdir_unlink_rmdir_mknod_symlink() {
+    let td = tempfile::tempdir().unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let d = name("d");
+    let de = fs.mkdir(&ctx, ROOT_INODE, n(&d), 0o755, 0).unwrap();
+    let fifo = name("fifo");
+    let fe = fs
+        .mknod(&ctx, de.inode, n(&fifo), libc::S_IFIFO | 0o600, 0, 0)
+        .unwrap();
+    assert_eq!(fe.attr.st_mode & libc::S_IFMT, libc::S_IFIFO);
+    // Special files are never opened.
+    assert_eq!(
+        errno_of(fs.open(&ctx, fe.inode, libc::O_RDONLY as u32, 0)),
+        libc::ENXIO
+    );
+    let reg = name("reg");
+    let re = fs
+        .mknod(&ctx, de.inode, n(&reg), libc::S_IFREG | 0o600, 0, 0)
+        .unwrap();
+    assert_eq!(re.attr.st_mode & libc::S_IFMT, libc::S_IFREG);
+    let l = name("l");
+    let le = fs.symlink(&ctx, c"target/x", de.inode, n(&l)).unwrap();
+    assert_eq!(le.attr.st_mode & libc::S_IFMT, libc::S_IFLNK);
+    assert_eq!(fs.readlink(&ctx, le.inode).unwrap(), b"target/x");
+    assert_eq!(errno_of(fs.readlink(&ctx, re.inode)), libc::EINVAL);
+    assert_eq!(errno_of(fs.rmdir(&ctx, ROOT_INODE, n(&d))), libc::ENOTEMPTY);
+    fs.unlink(&ctx, de.inode, n(&fifo)).unwrap();
+    fs.unlink(&ctx, de.inode, n(&reg)).unwrap();
+    fs.unlink(&ctx, de.inode, n(&l)).unwrap();
+    assert_eq!(readdir_names(&fs, de.inode), vec![".", ".."]);
+    fs.rmdir(&ctx, ROOT_INODE, n(&d)).unwrap();
+    assert!(!td.path().join("d").exists());
+}
+
+#[test]
+fn readdir_cookies_resume() {
+    let td = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        std::fs::write(td.path().join(format!("file{i:02}")), b"").unwrap();
+    }
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let h = fs.opendir(&ctx, ROOT_INODE, 0).unwrap().handle;
+    let mut names = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut batch = 0;
+        let mut next = offset;
+        fs.readdir(&ctx, ROOT_INODE, h, 4096, offset, &mut |e: DirEntry<'_>| {
+            if batch == 7 {
+                return Ok(false);
+            }
+            batch += 1;
+            names.push(String::from_utf8_lossy(e.name).into_owned());
+            next = e.offset;
+            Ok(true)
+        })
+        .unwrap();
+        if batch == 0 {
+            break;
+        }
+        offset = next;
+    }
+    names.sort();
+    let mut expected: Vec<String> = (0..50).map(|i| format!("file{i:02}")).collect();
+    expected.push(".".into());
+    expected.push("..".into());
+    expected.sort();
+    assert_eq!(names, expected);
+    // Rewind.
+    let mut count = 0;
+    fs.readdir(&ctx, ROOT_INODE, h, 65536, 0, &mut |_| {
+        count += 1;
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(count, 52);
+    fs.releasedir(&ctx, ROOT_INODE, 0, h).unwrap();
+}
+
+#[test]
+fn readdirplus_counts_lookups_and_undoes_refused_entries() {
+    let td = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        std::fs::write(td.path().join(format!("f{i}")), b"").unwrap();
+    }
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let h = fs.opendir(&ctx, ROOT_INODE, 0).unwrap().handle;
+    let mut seen = Vec::new();
+    let mut added = 0;
+    fs.readdirplus(&ctx, ROOT_INODE, h, 4096, 0, &mut |d, e| {
+        if d.name == b"." || d.name == b".." {
+            assert_eq!(e.inode, 0);
+            return Ok(true);
+        }
+        if added == 3 {
+            return Ok(false);
+        }
+        added += 1;
+        seen.push(e.inode);
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 3);
+    // Only the three sent entries hold a reference.
+    assert_eq!(fs.inode_count(), 4);
+    for i in seen {
+        assert_eq!(fs.inodes.get(i).unwrap().refcount(), 1);
+    }
+    fs.releasedir(&ctx, ROOT_INODE, 0, h).unwrap();
+}
+
+#[test]
+fn rename_flags() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"A").unwrap();
+    std::fs::write(td.path().join("b"), b"B").unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let (a, b, c) = (name("a"), name("b"), name("c"));
+    assert_eq!(
+        errno_of(fs.rename(
+            &ctx,
+            ROOT_INODE,
+            n(&a),
+            ROOT_INODE,
+            n(&b),
+            libc::RENAME_NOREPLACE
+        )),
+        libc::EEXIST
+    );
+    fs.rename(
+        &ctx,
+        ROOT_INODE,
+        n(&a),
+        ROOT_INODE,
+        n(&b),
+        libc::RENAME_EXCHANGE,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(td.path().join("a")).unwrap(), b"B");
+    assert_eq!(std::fs::read(td.path().join("b")).unwrap(), b"A");
+    fs.rename(&ctx, ROOT_INODE, n(&a), ROOT_INODE, n(&c), 0)
+        .unwrap();
+    assert_eq!(std::fs::read(td.path().join("c")).unwrap(), b"B");
+    assert_eq!(
+        errno_of(fs.rename(&ctx, ROOT_INODE, n(&b), ROOT_INODE, n(&c), 1 << 20)),
+        libc::EINVAL
+    );
+}
+
+#[test]
+fn setattr_mode_size_times_owner() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"hello world").unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    let r = fs
+        .setattr(
+            &ctx,
+            e.inode,
+            SetAttr {
+                mode: Some(0o600),
+                size: Some(5),
+                atime: Some(SetTime::At {
+                    secs: 1000,
+                    nsecs: 5,
+                }),
+                mtime: Some(SetTime::At {
+                    secs: 2000,
+                    nsecs: 7,
+                }),
+                uid: Some(1234),
+                gid: Some(4321),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.attr.st_mode & 0o7777, 0o600);
+    assert_eq!(r.attr.st_size, 5);
+    assert_eq!(r.attr.st_mtime, 2000);
+    assert_eq!(r.attr.st_mtime_nsec, 7);
+    assert_eq!(r.attr.st_atime, 1000);
+    assert_eq!(r.attr.st_uid, 1234);
+    assert_eq!(r.attr.st_gid, 4321);
+    // Through a handle, and "now".
+    let o = fs.open(&ctx, e.inode, libc::O_RDWR as u32, 0).unwrap();
+    let r = fs
+        .setattr(
+            &ctx,
+            e.inode,
+            SetAttr {
+                size: Some(2),
+                mtime: Some(SetTime::Now),
+                handle: Some(o.handle),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.attr.st_size, 2);
+    assert!(r.attr.st_mtime > 2000);
+    fs.release(&ctx, e.inode, 0, o.handle, false, false, None)
+        .unwrap();
+}
+
+#[test]
+fn planted_symlinks_are_never_followed() {
+    let outer = tempfile::tempdir().unwrap();
+    let share = outer.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let secret = outer.path().join("secret");
+    std::fs::write(&secret, b"secret").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&secret, share.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../secret", share.join("rel")).unwrap();
+    std::os::unix::fs::symlink(outer.path(), share.join("dirlink")).unwrap();
+    let fs = new_fs(&share);
+    let ctx = root_ctx();
+    for link in ["abs", "rel"] {
+        let e = lookup(&fs, ROOT_INODE, link).unwrap();
+        assert_eq!(e.attr.st_mode & libc::S_IFMT, libc::S_IFLNK);
+        assert_eq!(
+            errno_of(fs.open(&ctx, e.inode, libc::O_RDONLY as u32, 0)),
+            libc::ELOOP
+        );
+        assert_eq!(
+            errno_of(fs.open(&ctx, e.inode, (libc::O_WRONLY | libc::O_TRUNC) as u32, 0)),
+            libc::ELOOP
+        );
+        // chmod of a symlink is refused; truncate too.
+        assert!(fs
+            .setattr(
+                &ctx,
+                e.inode,
+                SetAttr {
+                    mode: Some(0o777),
+                    ..Default::default()
+                }
+            )
+            .is_err());
+        assert!(fs
+            .setattr(
+                &ctx,
+                e.inode,
+                SetAttr {
+                    size: Some(0),
+                    ..Default::default()
+                }
+            )
+            .is_err());
+        // Times and owner change the link itself.
+        fs.setattr(
+            &ctx,
+            e.inode,
+            SetAttr {
+                mtime: Some(SetTime::At { secs: 42, nsecs: 0 }),
+                uid: Some(99),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // xattrs act on the link (user.* is not allowed on symlinks), never on the target.
+        let _ = fs.setxattr(&ctx, e.inode, c"user.evil", b"x", 0, 0);
+        assert!(fs.getxattr(&ctx, e.inode, c"user.evil", 0).is_err());
+        // The directory fs: lookup through a symlink is impossible.
+        assert_eq!(errno_of(lookup(&fs, e.inode, "x")), libc::ENOTDIR);
+    }
+    let meta = std::fs::metadata(&secret).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    assert_eq!(meta.len(), 6);
+    assert_ne!(meta.mtime(), 42);
+    assert_ne!(meta.uid(), 99);
+    assert_eq!(xattr_list(&secret), Vec::<u8>::new());
+    // Creating through a symlink name fails instead of following it.
+    let abs = name("abs");
+    assert!(fs
+        .create(
+            &ctx,
+            ROOT_INODE,
+            n(&abs),
+            0o644,
+            libc::O_WRONLY as u32,
+            0,
+            0
+        )
+        .is_err());
+    assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
+    let dl = lookup(&fs, ROOT_INODE, "dirlink").unwrap();
+    assert_eq!(errno_of(fs.opendir(&ctx, dl.inode, 0)), libc::ENOTDIR);
+}
+
+fn xattr_list(p: &Path) -> Vec<u8> {
+    let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::fs::listxattr(c.as_c_str(), &mut buf[..]).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn xattr_size_probe_and_erange() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"").unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    fs.setxattr(&ctx, e.inode, c"user.k", b"value", 0, 0)
+        .unwrap();
+    assert_eq!(
+        errno_of(fs.setxattr(&ctx, e.inode, c"user.k", b"v", libc::XATTR_CREATE as u32, 0)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        fs.getxattr(&ctx, e.inode, c"user.k", 0).unwrap(),
+        XattrReply::Size(5)
+    );
+    assert_eq!(
+        errno_of(fs.getxattr(&ctx, e.inode, c"user.k", 2)),
+        libc::ERANGE
+    );
+    assert_eq!(
+        fs.getxattr(&ctx, e.inode, c"user.k", 100).unwrap(),
+        XattrReply::Data(b"value".to_vec())
+    );
+    assert_eq!(fs.listxattr(&ctx, e.inode, 0).unwrap(), XattrReply::Size(7));
+    assert_eq!(errno_of(fs.listxattr(&ctx, e.inode, 3)), libc::ERANGE);
+    assert_eq!(
+        fs.listxattr(&ctx, e.inode, 100).unwrap(),
+        XattrReply::Data(b"user.k\0".to_vec())
+    );
+    fs.removexattr(&ctx, e.inode, c"user.k").unwrap();
+    assert_eq!(
+        errno_of(fs.getxattr(&ctx, e.inode, c"user.k", 0)),
+        libc::ENODATA
+    );
+    // Directories too.
+    fs.setxattr(&ctx, ROOT_INODE, c"user.d", b"1", 0, 0)
+        .unwrap();
+    assert_eq!(
+        fs.getxattr(&ctx, ROOT_INODE, c"user.d", 0).unwrap(),
+        XattrReply::Size(1)
+    );
+}
+
+#[test]
+fn xattr_disabled_is_enosys() {
+    let td = tempfile::tempdir().unwrap();
+    let fs = new_fs_with(td.path(), |c| c.xattr = false);
+    let ctx = root_ctx();
+    assert_eq!(
+        errno_of(fs.getxattr(&ctx, ROOT_INODE, c"user.x", 0)),
+        libc::ENOSYS
+    );
+    assert_eq!(errno_of(fs.listxattr(&ctx, ROOT_INODE, 0)), libc::ENOSYS);
+    assert_eq!(
+        errno_of(fs.setxattr(&ctx, ROOT_INODE, c"user.x", b"", 0, 0)),
+        libc::ENOSYS
+    );
+    assert_eq!(
+        errno_of(fs.removexattr(&ctx, ROOT_INODE, c"user.x")),
+        libc::ENOSYS
+    );
+}
+
+#[test]
+fn readonly_refuses_modifications() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"data").unwrap();
+    let fs = new_fs_with(td.path(), |c| c.readonly = true);
+    let ctx = root_ctx();
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    let x = name("x");
+    let a = name("a");
+    assert_eq!(
+        errno_of(fs.mkdir(&ctx, ROOT_INODE, n(&x), 0o755, 0)),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(fs.create(&ctx, ROOT_INODE, n(&x), 0o644, libc::O_RDWR as u32, 0, 0)),
+        libc::EROFS
+    );
+    assert_eq!(errno_of(fs.unlink(&ctx, ROOT_INODE, n(&a))), libc::EROFS);
+    assert_eq!(
+        errno_of(fs.setattr(
+            &ctx,
+            e.inode,
+            SetAttr {
+                size: Some(0),
+                ..Default::default()
+            }
+        )),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(fs.open(&ctx, e.inode, libc::O_RDWR as u32, 0)),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(fs.open(&ctx, e.inode, (libc::O_RDONLY | libc::O_TRUNC) as u32, 0)),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(fs.setxattr(&ctx, e.inode, c"user.a", b"", 0, 0)),
+        libc::EROFS
+    );
+    let o = fs.open(&ctx, e.inode, libc::O_RDONLY as u32, 0).unwrap();
+    let mut r = SliceReader::new(b"zz");
+    assert_eq!(
+        errno_of(fs.write(&ctx, e.inode, o.handle, &mut r, 2, 0, Default::default())),
+        libc::EROFS
+    );
+    let mut w = VecWriter::new(100);
+    assert_eq!(
+        fs.read(&ctx, e.inode, o.handle, &mut w, 100, 0, Default::default())
+            .unwrap(),
+        4
+    );
+    assert_eq!(std::fs::read(td.path().join("a")).unwrap(), b"data");
+}
+
+#[test]
+fn limits_give_emfile_and_enfile() {
+    let td = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        std::fs::write(td.path().join(format!("f{i}")), b"").unwrap();
+    }
+    let fs = new_fs_with(td.path(), |c| {
+        c.max_inodes = Some(3);
+        c.max_open_fds = Some(2);
+    });
+    let ctx = root_ctx();
+    let a = lookup(&fs, ROOT_INODE, "f0").unwrap();
+    let b = lookup(&fs, ROOT_INODE, "f1").unwrap();
+    assert_eq!(errno_of(lookup(&fs, ROOT_INODE, "f2")), libc::ENFILE);
+    // Known inodes can still be looked up.
+    assert!(lookup(&fs, ROOT_INODE, "f0").is_ok());
+    fs.forget(b.inode, 1);
+    assert!(lookup(&fs, ROOT_INODE, "f2").is_ok());
+    let h1 = fs.open(&ctx, a.inode, libc::O_RDONLY as u32, 0).unwrap();
+    let _h2 = fs.open(&ctx, a.inode, libc::O_RDONLY as u32, 0).unwrap();
+    assert_eq!(
+        errno_of(fs.open(&ctx, a.inode, libc::O_RDONLY as u32, 0)),
+        libc::EMFILE
+    );
+    assert_eq!(errno_of(fs.opendir(&ctx, ROOT_INODE, 0)), libc::EMFILE);
+    fs.release(&ctx, a.inode, 0, h1.handle, false, false, None)
+        .unwrap();
+    assert!(fs.opendir(&ctx, ROOT_INODE, 0).is_ok());
+}
+
+#[test]
+fn ofd_locks_conflict_between_handles() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"0123456789").unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    let h1 = fs
+        .open(&ctx, e.inode, libc::O_RDWR as u32, 0)
+        .unwrap()
+        .handle;
+    let h2 = fs
+        .open(&ctx, e.inode, libc::O_RDWR as u32, 0)
+        .unwrap()
+        .handle;
+    let wr = Lock {
+        start: 0,
+        end: 4,
+        typ: libc::F_WRLCK as u32,
+        pid: 1,
+    };
+    fs.setlk(&ctx, e.inode, h1, 1, wr, false, false).unwrap();
+    assert_eq!(
+        errno_of(fs.setlk(&ctx, e.inode, h2, 2, wr, false, false)),
+        libc::EAGAIN
+    );
+    let got = fs.getlk(&ctx, e.inode, h2, 2, wr, false).unwrap();
+    assert_eq!(got.typ, libc::F_WRLCK as u32);
+    assert_eq!((got.start, got.end), (0, 4));
+    // A non-overlapping range is free.
+    let other = Lock {
+        start: 5,
+        end: u64::MAX,
+        ..wr
+    };
+    fs.setlk(&ctx, e.inode, h2, 2, other, false, false).unwrap();
+    let free = fs
+        .getlk(
+            &ctx,
+            e.inode,
+            h1,
+            1,
+            Lock {
+                start: 0,
+                end: 4,
+                ..wr
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(free.typ, libc::F_UNLCK as u32);
+    // Unlock and retry.
+    fs.setlk(
+        &ctx,
+        e.inode,
+        h1,
+        1,
+        Lock {
+            typ: libc::F_UNLCK as u32,
+            ..wr
+        },
+        false,
+        false,
+    )
+    .unwrap();
+    fs.setlk(&ctx, e.inode, h2, 2, wr, false, false).unwrap();
+    // Releasing the handle drops its locks.
+    fs.release(&ctx, e.inode, 0, h2, false, false, None)
+        .unwrap();
+    fs.setlk(&ctx, e.inode, h1, 1, wr, false, false).unwrap();
+    // flock.
+    let h3 = fs
+        .open(&ctx, e.inode, libc::O_RDONLY as u32, 0)
+        .unwrap()
+        .handle;
+    fs.setlk(&ctx, e.inode, h1, 1, wr, true, false).unwrap();
+    assert_eq!(
+        errno_of(fs.setlk(&ctx, e.inode, h3, 3, wr, true, false)),
+        libc::EWOULDBLOCK
+    );
+}
+
+#[test]
+fn fallocate_lseek_copy_file_range_statfs_access() {
+    let td = tempfile::tempdir().unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let (a, b) = (name("a"), name("b"));
+    let (ea, oa) = fs
+        .create(&ctx, ROOT_INODE, n(&a), 0o644, libc::O_RDWR as u32, 0, 0)
+        .unwrap();
+    let (eb, ob) = fs
+        .create(&ctx, ROOT_INODE, n(&b), 0o644, libc::O_RDWR as u32, 0, 0)
+        .unwrap();
+    fs.fallocate(&ctx, ea.inode, oa.handle, 0, 0, 1 << 20)
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(td.path().join("a")).unwrap().len(),
+        1 << 20
+    );
+    fs.fallocate(
+        &ctx,
+        ea.inode,
+        oa.handle,
+        (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u32,
+        0,
+        4096,
+    )
+    .unwrap();
+    let mut r = SliceReader::new(b"abcdef");
+    fs.write(
+        &ctx,
+        ea.inode,
+        oa.handle,
+        &mut r,
+        6,
+        8192,
+        Default::default(),
+    )
+    .unwrap();
+    let data = fs
+        .lseek(&ctx, ea.inode, oa.handle, 0, libc::SEEK_DATA as u32)
+        .unwrap();
+    assert!(data <= 8192);
+    let n = fs
+        .copy_file_range(
+            &ctx, ea.inode, oa.handle, 8192, eb.inode, ob.handle, 0, 6, 0,
+        )
+        .unwrap();
+    assert_eq!(n, 6);
+    assert_eq!(std::fs::read(td.path().join("b")).unwrap(), b"abcdef");
+    assert_eq!(
+        errno_of(fs.lseek(&ctx, ea.inode, oa.handle, 0, 99)),
+        libc::EINVAL
+    );
+    let st = fs.statfs(&ctx, ROOT_INODE).unwrap();
+    assert!(st.f_bsize > 0);
+    fs.access(&ctx, ea.inode, libc::R_OK as u32).unwrap();
+    fs.syncfs(&ctx, ROOT_INODE).unwrap();
+    // Wrong inode for a handle.
+    let mut w = VecWriter::new(10);
+    assert_eq!(
+        errno_of(fs.read(&ctx, eb.inode, oa.handle, &mut w, 1, 0, Default::default())),
+        libc::EBADF
+    );
+}
+
+#[test]
+fn tmpfile_creates_unnamed_file() {
+    let td = tempfile::tempdir().unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let (e, o) = match fs.tmpfile(&ctx, ROOT_INODE, 0o600, libc::O_RDWR as u32, 0) {
+        Ok(x) => x,
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(e.attr.st_mode & libc::S_IFMT, libc::S_IFREG);
+    let mut r = SliceReader::new(b"tmp");
+    fs.write(&ctx, e.inode, o.handle, &mut r, 3, 0, Default::default())
+        .unwrap();
+    assert_eq!(readdir_names(&fs, ROOT_INODE), vec![".", ".."]);
+    let l = name("named");
+    fs.link(&ctx, e.inode, ROOT_INODE, n(&l)).unwrap();
+    assert_eq!(std::fs::read(td.path().join("named")).unwrap(), b"tmp");
+}
+
+#[test]
+fn init_negotiates_configured_flags() {
+    let td = tempfile::tempdir().unwrap();
+    let fs = PassthroughFs::new(Config {
+        root_dir: td.path().to_path_buf(),
+        writeback: true,
+        cache: CachePolicy::Always,
+        ..Config::default()
+    })
+    .unwrap();
+    let got = fs.init(u64::MAX).unwrap();
+    assert_ne!(got & init_flags::WRITEBACK_CACHE, 0);
+    assert_ne!(got & init_flags::POSIX_LOCKS, 0);
+    assert_ne!(got & init_flags::DO_READDIRPLUS, 0);
+    assert_eq!(got & init_flags::POSIX_ACL, 0);
+    let limited = fs.init(init_flags::POSIX_LOCKS).unwrap();
+    assert_eq!(limited, init_flags::POSIX_LOCKS);
+    // With writeback, a write-only open must be readable by the host fd.
+    std::fs::write(td.path().join("a"), b"xyz").unwrap();
+    fs.init(u64::MAX).unwrap();
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    let o = fs
+        .open(&root_ctx(), e.inode, libc::O_WRONLY as u32, 0)
+        .unwrap();
+    assert_ne!(o.open_flags & vhostfs_server::abi::fopen::KEEP_CACHE, 0);
+    let mut w = VecWriter::new(10);
+    assert_eq!(
+        fs.read(
+            &root_ctx(),
+            e.inode,
+            o.handle,
+            &mut w,
+            3,
+            0,
+            Default::default()
+        )
+        .unwrap(),
+        3
+    );
+}
+
+#[test]
+fn file_handles_mode_works() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::create_dir(td.path().join("d")).unwrap();
+    std::fs::write(td.path().join("d/f"), b"abc").unwrap();
+    let fs = new_fs_with(td.path(), |c| {
+        c.inode_file_handles = InodeFileHandles::Prefer
+    });
+    let ctx = root_ctx();
+    let d = lookup(&fs, ROOT_INODE, "d").unwrap();
+    let f = lookup(&fs, d.inode, "f").unwrap();
+    let o = fs.open(&ctx, f.inode, libc::O_RDONLY as u32, 0).unwrap();
+    let mut w = VecWriter::new(10);
+    assert_eq!(
+        fs.read(&ctx, f.inode, o.handle, &mut w, 10, 0, Default::default())
+            .unwrap(),
+        3
+    );
+    assert_eq!(readdir_names(&fs, d.inode), vec![".", "..", "f"]);
+}
+
+#[test]
+fn destroy_drops_everything_but_root() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"").unwrap();
+    let fs = new_fs(td.path());
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    let _o = fs.open(&root_ctx(), e.inode, 0, 0).unwrap();
+    fs.destroy();
+    assert_eq!(fs.inode_count(), 1);
+    assert_eq!(fs.handle_count(), 0);
+    assert!(lookup(&fs, ROOT_INODE, "a").is_ok());
+}
+
+#[test]
+fn creds_switch_sets_owner() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let fs = new_fs(td.path());
+    let ctx = Context {
+        uid: 1000,
+        gid: 1001,
+        ..Default::default()
+    };
+    let f = name("owned");
+    let (e, _) = fs
+        .create(&ctx, ROOT_INODE, n(&f), 0o644, libc::O_RDWR as u32, 0, 0)
+        .unwrap();
+    assert_eq!((e.attr.st_uid, e.attr.st_gid), (1000, 1001));
+    let d = name("dir");
+    let e = fs.mkdir(&ctx, ROOT_INODE, n(&d), 0o700, 0).unwrap();
+    assert_eq!((e.attr.st_uid, e.attr.st_gid), (1000, 1001));
+    // The thread is back to root afterwards.
+    std::fs::write(td.path().join("rootfile"), b"").unwrap();
+    assert_eq!(
+        std::fs::metadata(td.path().join("rootfile")).unwrap().uid(),
+        0
+    );
+    // A private directory of uid 1000 is not accessible to uid 2000.
+    let other = Context {
+        uid: 2000,
+        gid: 2000,
+        ..Default::default()
+    };
+    assert_eq!(
+        errno_of(fs.access(&other, e.inode, libc::R_OK as u32)),
+        libc::EACCES
+    );
+    fs.access(&ctx, e.inode, libc::R_OK as u32).unwrap();
+    let x = name("x");
+    assert_eq!(
+        errno_of(fs.mknod(&other, e.inode, n(&x), libc::S_IFREG | 0o600, 0, 0)),
+        libc::EACCES
+    );
+}
