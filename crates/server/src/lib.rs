@@ -8,6 +8,7 @@
 pub mod filesystem;
 pub mod io;
 mod server;
+pub mod testing;
 
 pub use filesystem::*;
 pub use io::{ReplyWriter, RequestReader, SliceReader, VecWriter, ZeroCopyReader, ZeroCopyWriter};

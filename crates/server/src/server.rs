@@ -39,7 +39,9 @@ use vhostfs_fuse_abi as abi;
 use vhostfs_fuse_abi::{init_flags as initf, opcode as op};
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::filesystem::{Context, DirEntry, FileSystem, IoFlags, Lock, SetAttr, SetTime, XattrReply};
+use crate::filesystem::{
+    Context, DirEntry, FileSystem, IoFlags, Lock, SetAttr, SetTime, XattrReply,
+};
 use crate::io::{ReplyWriter, RequestReader};
 
 use decode::{einval, Args, ExtPolicy, PATH_MAX, XATTR_SIZE_MAX};
@@ -85,6 +87,10 @@ pub const UNSUPPORTED_INIT_FLAGS: u64 = initf::MAP_ALIGNMENT
 /// Minor version from which security contexts and supplementary groups arrive as request
 /// extensions (older clients lay them out differently, so we do not negotiate them there).
 const EXTENSIONS_MINOR: u32 = 38;
+
+/// Largest COPY_FILE_RANGE length asked of the file system: its reply carries a `u32`, so
+/// never more than fits, page aligned (as the kernel itself clamps).
+const COPY_FILE_RANGE_MAX: u64 = 0xffff_f000;
 
 const STATE_UNINIT: u8 = 0;
 const STATE_INITIALIZING: u8 = 1;
@@ -536,9 +542,9 @@ impl<F: FileSystem> Server<F> {
                 write_result(w, u, res)
             }
             op::FALLOCATE => {
-                let res = a.obj::<abi::FallocateIn>().and_then(|f| {
-                    fs.fallocate(ctx, ino, f.fh, f.mode, f.offset, f.length)
-                });
+                let res = a
+                    .obj::<abi::FallocateIn>()
+                    .and_then(|f| fs.fallocate(ctx, ino, f.fh, f.mode, f.offset, f.length));
                 write_result(w, u, res)
             }
             op::LSEEK => {
@@ -549,11 +555,16 @@ impl<F: FileSystem> Server<F> {
             }
             op::COPY_FILE_RANGE => {
                 let res = a.obj::<abi::CopyFileRangeIn>().and_then(|c| {
-                    // The reply carries a u32: never ask for more than fits (page aligned,
-                    // as the kernel itself clamps).
-                    let len = c.len.min(u64::from(u32::MAX & !4095));
+                    let len = c.len.min(COPY_FILE_RANGE_MAX);
                     fs.copy_file_range(
-                        ctx, ino, c.fh_in, c.off_in, c.nodeid_out, c.fh_out, c.off_out, len,
+                        ctx,
+                        ino,
+                        c.fh_in,
+                        c.off_in,
+                        c.nodeid_out,
+                        c.fh_out,
+                        c.off_out,
+                        len,
                         c.flags,
                     )
                     .map(|n| (n as u64).min(len))
@@ -600,11 +611,7 @@ impl<F: FileSystem> Server<F> {
             return write_reply(w, u, 0, out.as_bytes());
         }
         if init.major < abi::KERNEL_VERSION || init.minor < abi::MIN_KERNEL_MINOR_VERSION {
-            tracing::warn!(
-                "unsupported FUSE protocol {}.{}",
-                init.major,
-                init.minor
-            );
+            tracing::warn!("unsupported FUSE protocol {}.{}", init.major, init.minor);
             return write_error(w, u, libc::EPROTO);
         }
         if self
@@ -794,13 +801,7 @@ impl<F: FileSystem> Server<F> {
                 limit: size,
             };
             self.fs.write(
-                ctx,
-                hdr.nodeid,
-                win.fh,
-                &mut data,
-                win.size,
-                win.offset,
-                flags,
+                ctx, hdr.nodeid, win.fh, &mut data, win.size, win.offset, flags,
             )
         };
         write_result(
@@ -862,7 +863,8 @@ impl<F: FileSystem> Server<F> {
             match reply {
                 XattrReply::Size(n) if probe => Ok(XattrReply::Size(n)),
                 XattrReply::Data(d) if probe => Ok(XattrReply::Size(
-                    u32::try_from(d.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+                    u32::try_from(d.len())
+                        .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
                 )),
                 XattrReply::Data(d) if d.len() <= size => Ok(XattrReply::Data(d)),
                 XattrReply::Data(_) => Err(io::Error::from_raw_os_error(libc::ERANGE)),
@@ -924,8 +926,7 @@ impl<F: FileSystem> Server<F> {
                 if !sendable_name(e.name) {
                     return Ok(true);
                 }
-                let rec =
-                    abi::dirent_size(std::mem::size_of::<abi::DirentPlus>(), e.name.len());
+                let rec = abi::dirent_size(std::mem::size_of::<abi::DirentPlus>(), e.name.len());
                 if used + rec > budget {
                     return Ok(false);
                 }
@@ -966,9 +967,7 @@ fn dirent(e: &DirEntry<'_>) -> abi::Dirent {
     }
 }
 
-fn create_out(
-    (entry, opened): (crate::filesystem::Entry, crate::filesystem::Opened),
-) -> CreateOut {
+fn create_out((entry, opened): (crate::filesystem::Entry, crate::filesystem::Opened)) -> CreateOut {
     CreateOut {
         entry: entry_out(&entry),
         open: open_out(&opened),

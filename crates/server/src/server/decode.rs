@@ -118,7 +118,7 @@ pub(crate) fn parse_extensions(ext: &[u8], policy: ExtPolicy, ctx: &mut Context)
         let (hdr, _) = abi::ExtHeader::read_from_prefix(rest).map_err(|_| einval())?;
         let size = hdr.size as usize;
         let hdr_len = std::mem::size_of::<abi::ExtHeader>();
-        if size < hdr_len || size % 8 != 0 || size > rest.len() {
+        if size < hdr_len || size & 7 != 0 || size > rest.len() {
             return Err(einval());
         }
         let payload = &rest[hdr_len..size];
@@ -274,7 +274,10 @@ mod tests {
             let ext = abi::ExtHeader { size, typ: 99 };
             let mut v = ext.as_bytes().to_vec();
             v.extend_from_slice(&[0; 8]);
-            assert!(parse_extensions(&v, all(), &mut ctx).is_err(), "size {size}");
+            assert!(
+                parse_extensions(&v, all(), &mut ctx).is_err(),
+                "size {size}"
+            );
         }
         // Group count larger than the payload.
         assert!(parse_extensions(&groups_ext(&[1], 1000), all(), &mut ctx).is_err());

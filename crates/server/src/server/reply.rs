@@ -239,7 +239,10 @@ mod tests {
 
     #[test]
     fn errno_mapping() {
-        assert_eq!(errno_of(&io::Error::from_raw_os_error(libc::ENOENT)), libc::ENOENT);
+        assert_eq!(
+            errno_of(&io::Error::from_raw_os_error(libc::ENOENT)),
+            libc::ENOENT
+        );
         assert_eq!(errno_of(&io::Error::from_raw_os_error(0)), libc::EIO);
         assert_eq!(errno_of(&io::Error::from_raw_os_error(512)), libc::EIO);
         assert_eq!(errno_of(&io::Error::from_raw_os_error(-3)), libc::EIO);
