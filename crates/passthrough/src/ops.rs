@@ -36,6 +36,16 @@ fn set_time(t: Option<SetTime>) -> Timespec {
     }
 }
 
+/// Refuses `.` and `..` as the name of an entry to create, remove or rename (the host would
+/// refuse them too; this keeps such requests away from the parent's parent).
+fn check_plain_name(name: &Name<'_>, err: i32) -> io::Result<()> {
+    if name.is_dot_or_dotdot() {
+        Err(errno(err))
+    } else {
+        Ok(())
+    }
+}
+
 impl PassthroughFs {
     /// The entry of a freshly created `name` in `parent` (a lookup).
     fn created_entry(
@@ -271,6 +281,7 @@ impl FileSystem for PassthroughFs {
         name: Name<'_>,
     ) -> io::Result<Entry> {
         self.check_writable()?;
+        check_plain_name(&name, libc::EEXIST)?;
         let p = self.inode(parent)?;
         {
             let pfd = p.fd()?;
@@ -290,6 +301,7 @@ impl FileSystem for PassthroughFs {
         umask: u32,
     ) -> io::Result<Entry> {
         self.check_writable()?;
+        check_plain_name(&name, libc::EEXIST)?;
         let p = self.inode(parent)?;
         let file_type = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => FileType::RegularFile,
@@ -323,6 +335,7 @@ impl FileSystem for PassthroughFs {
         umask: u32,
     ) -> io::Result<Entry> {
         self.check_writable()?;
+        check_plain_name(&name, libc::EEXIST)?;
         let p = self.inode(parent)?;
         {
             let pfd = p.fd()?;
@@ -335,6 +348,7 @@ impl FileSystem for PassthroughFs {
 
     fn unlink(&self, _ctx: &Context, parent: Inode, name: Name<'_>) -> io::Result<()> {
         self.check_writable()?;
+        check_plain_name(&name, libc::EISDIR)?;
         let p = self.inode(parent)?;
         rustix::fs::unlinkat(p.fd()?.as_fd(), name.as_c_str(), AtFlags::empty())?;
         Ok(())
@@ -342,6 +356,7 @@ impl FileSystem for PassthroughFs {
 
     fn rmdir(&self, _ctx: &Context, parent: Inode, name: Name<'_>) -> io::Result<()> {
         self.check_writable()?;
+        check_plain_name(&name, libc::EINVAL)?;
         let p = self.inode(parent)?;
         rustix::fs::unlinkat(p.fd()?.as_fd(), name.as_c_str(), AtFlags::REMOVEDIR)?;
         Ok(())
@@ -357,6 +372,8 @@ impl FileSystem for PassthroughFs {
         flags: u32,
     ) -> io::Result<()> {
         self.check_writable()?;
+        check_plain_name(&old_name, libc::EBUSY)?;
+        check_plain_name(&new_name, libc::EBUSY)?;
         let known = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT;
         if flags & !known != 0 {
             return Err(errno(libc::EINVAL));
@@ -383,6 +400,7 @@ impl FileSystem for PassthroughFs {
         new_name: Name<'_>,
     ) -> io::Result<Entry> {
         self.check_writable()?;
+        check_plain_name(&new_name, libc::EEXIST)?;
         let data = self.inode(inode)?;
         let np = self.inode(new_parent)?;
         if data.is_dir() {
@@ -455,6 +473,7 @@ impl FileSystem for PassthroughFs {
         fuse_open_flags: u32,
     ) -> io::Result<(Entry, Opened)> {
         self.check_writable()?;
+        check_plain_name(&name, libc::EISDIR)?;
         let p = self.inode(parent)?;
         let mut oflags = self.file_open_flags(flags)?;
         if flags as i32 & libc::O_EXCL != 0 {
@@ -786,8 +805,8 @@ impl FileSystem for PassthroughFs {
     ) -> io::Result<()> {
         let h = self.handles.get(handle, inode)?;
         let mut pos = h.lock_dir();
-        if *pos != Some(offset) {
-            *pos = None;
+        // Unknown until this call completes: an error midway leaves the stream anywhere.
+        if pos.take() != Some(offset) {
             sys::lseek(h.file.as_fd(), offset as i64, libc::SEEK_SET)?;
         }
         let mut last = offset;
@@ -823,8 +842,8 @@ impl FileSystem for PassthroughFs {
         let h = self.handles.get(handle, inode)?;
         let dir = self.inode(inode)?;
         let mut pos = h.lock_dir();
-        if *pos != Some(offset) {
-            *pos = None;
+        // Unknown until this call completes: an error midway leaves the stream anywhere.
+        if pos.take() != Some(offset) {
             sys::lseek(h.file.as_fd(), offset as i64, libc::SEEK_SET)?;
         }
         let mut last = offset;

@@ -979,3 +979,285 @@ fn creds_switch_sets_owner() {
         libc::EACCES
     );
 }
+
+#[test]
+fn id_map_applies_to_creation_setattr_and_stat() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let map =
+        crate::idmap::IdMap::from_specs(["map:1000:101000:10"], ["map:1000:201000:10"]).unwrap();
+    let fs = new_fs_with(td.path(), |c| c.id_map = Some(map));
+    let ctx = Context {
+        uid: 1001,
+        gid: 1002,
+        ..Default::default()
+    };
+    let f = name("f");
+    let (e, _) = fs
+        .create(&ctx, ROOT_INODE, n(&f), 0o644, libc::O_RDWR as u32, 0, 0)
+        .unwrap();
+    // The guest sees its own ids, the host the mapped ones.
+    assert_eq!((e.attr.st_uid, e.attr.st_gid), (1001, 1002));
+    let meta = std::fs::metadata(td.path().join("f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (101001, 201002));
+    let r = fs
+        .setattr(
+            &root_ctx(),
+            e.inode,
+            SetAttr {
+                uid: Some(1005),
+                gid: Some(1006),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((r.attr.st_uid, r.attr.st_gid), (1005, 1006));
+    let meta = std::fs::metadata(td.path().join("f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (101005, 201006));
+}
+
+#[test]
+fn xattr_map_translates_and_filters() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"").unwrap();
+    let map = crate::xattrmap::parse(":prefix:all:user.:user.virtiofs.: :bad:all:::").unwrap();
+    let fs = new_fs_with(td.path(), |c| c.xattr_map = Some(map));
+    let ctx = root_ctx();
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    fs.setxattr(&ctx, e.inode, c"user.k", b"v", 0, 0).unwrap();
+    // Stored under the prefixed name on the host.
+    let host = xattr_list(&td.path().join("a"));
+    assert_eq!(host, b"user.virtiofs.user.k\0");
+    assert_eq!(
+        fs.getxattr(&ctx, e.inode, c"user.k", 10).unwrap(),
+        XattrReply::Data(b"v".to_vec())
+    );
+    assert_eq!(
+        fs.listxattr(&ctx, e.inode, 100).unwrap(),
+        XattrReply::Data(b"user.k\0".to_vec())
+    );
+    assert_eq!(fs.listxattr(&ctx, e.inode, 0).unwrap(), XattrReply::Size(7));
+    // Refused names look absent to getxattr and are refused to setxattr.
+    assert_eq!(
+        errno_of(fs.getxattr(&ctx, e.inode, c"trusted.x", 10)),
+        libc::ENODATA
+    );
+    assert_eq!(
+        errno_of(fs.setxattr(&ctx, e.inode, c"trusted.x", b"", 0, 0)),
+        libc::EPERM
+    );
+}
+
+#[test]
+fn killpriv_v2_clears_setuid_on_write_and_trunc() {
+    let td = tempfile::tempdir().unwrap();
+    let p = td.path().join("suid");
+    std::fs::write(&p, b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o6755)).unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let e = lookup(&fs, ROOT_INODE, "suid").unwrap();
+    let o = fs.open(&ctx, e.inode, libc::O_RDWR as u32, 0).unwrap();
+    // A write without the flag keeps the bits (the daemon has CAP_FSETID).
+    let mut r = SliceReader::new(b"x");
+    fs.write(&ctx, e.inode, o.handle, &mut r, 1, 0, Default::default())
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o6755
+    );
+    let mut r = SliceReader::new(b"y");
+    let flags = vhostfs_server::IoFlags {
+        kill_suidgid: true,
+        ..Default::default()
+    };
+    fs.write(&ctx, e.inode, o.handle, &mut r, 1, 0, flags)
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    // Open with O_TRUNC and OPEN_KILL_SUIDGID.
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let o2 = fs
+        .open(
+            &ctx,
+            e.inode,
+            (libc::O_WRONLY | libc::O_TRUNC) as u32,
+            vhostfs_server::abi::flags::OPEN_KILL_SUIDGID,
+        )
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    // SETATTR with kill_suidgid (truncate by a non-owner).
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    fs.setattr(
+        &ctx,
+        e.inode,
+        SetAttr {
+            size: Some(0),
+            kill_suidgid: true,
+            handle: Some(o2.handle),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o775
+    );
+}
+
+#[test]
+fn dot_names_are_refused_for_modifications() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::create_dir(td.path().join("d")).unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let d = lookup(&fs, ROOT_INODE, "d").unwrap();
+    for dot in [c".", c".."] {
+        let nm = n(dot);
+        assert!(fs.mkdir(&ctx, d.inode, nm, 0o755, 0).is_err());
+        assert!(fs.unlink(&ctx, d.inode, nm).is_err());
+        assert!(fs.rmdir(&ctx, d.inode, nm).is_err());
+        assert!(fs.symlink(&ctx, c"x", d.inode, nm).is_err());
+        assert!(fs
+            .create(&ctx, d.inode, nm, 0o644, libc::O_RDWR as u32, 0, 0)
+            .is_err());
+        let x = name("x");
+        assert!(fs.rename(&ctx, d.inode, nm, ROOT_INODE, n(&x), 0).is_err());
+    }
+    assert!(td.path().join("d").is_dir());
+    assert_eq!(readdir_names(&fs, ROOT_INODE), vec![".", "..", "d"]);
+}
+
+#[test]
+fn submounts_are_announced() {
+    let td = tempfile::tempdir().unwrap();
+    let sub = td.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    if rustix::mount::mount(
+        "tmpfs",
+        &sub,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .is_err()
+    {
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _guard = Unmount(&sub);
+    std::fs::create_dir(td.path().join("plain")).unwrap();
+    let fs = new_fs(td.path());
+    let s = lookup(&fs, ROOT_INODE, "sub").unwrap();
+    assert_eq!(s.attr_flags, crate::sys::FUSE_ATTR_SUBMOUNT);
+    let p = lookup(&fs, ROOT_INODE, "plain").unwrap();
+    assert_eq!(p.attr_flags, 0);
+    let fs = new_fs_with(td.path(), |c| c.announce_submounts = false);
+    assert_eq!(lookup(&fs, ROOT_INODE, "sub").unwrap().attr_flags, 0);
+}
+
+extern "C" fn noop_handler(_: libc::c_int) {}
+
+#[test]
+fn setlkw_blocks_and_is_interruptible() {
+    use std::sync::Arc;
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"x").unwrap();
+    let fs = Arc::new(new_fs(td.path()));
+    let ctx = root_ctx();
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    let h1 = fs
+        .open(&ctx, e.inode, libc::O_RDWR as u32, 0)
+        .unwrap()
+        .handle;
+    let h2 = fs
+        .open(&ctx, e.inode, libc::O_RDWR as u32, 0)
+        .unwrap()
+        .handle;
+    let wr = Lock {
+        start: 0,
+        end: u64::MAX,
+        typ: libc::F_WRLCK as u32,
+        pid: 0,
+    };
+    fs.setlk(&ctx, e.inode, h1, 1, wr, false, false).unwrap();
+    // SIGUSR2 with a handler that does not restart system calls.
+    // SAFETY: installing a no-op handler for SIGUSR2, which nothing else in the tests uses.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = noop_handler as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = 0;
+        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let fs2 = fs.clone();
+    let ino = e.inode;
+    let t = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        fs2.setlk(&root_ctx(), ino, h2, 2, wr, false, true)
+    });
+    let tid = rx.recv().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!t.is_finished());
+    // SAFETY: the thread is alive (it has not finished, checked above) and joined below.
+    unsafe { libc::pthread_kill(tid, libc::SIGUSR2) };
+    let r = t.join().unwrap();
+    assert_eq!(errno_of(r), libc::EINTR);
+    // Now let a waiter through by unlocking.
+    let fs3 = fs.clone();
+    let t = std::thread::spawn(move || fs3.setlk(&root_ctx(), ino, h2, 2, wr, false, true));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    fs.setlk(
+        &ctx,
+        e.inode,
+        h1,
+        1,
+        Lock {
+            typ: libc::F_UNLCK as u32,
+            ..wr
+        },
+        false,
+        false,
+    )
+    .unwrap();
+    t.join().unwrap().unwrap();
+}
+
+#[test]
+fn posix_acl_mode_uses_thread_umask() {
+    let td = tempfile::tempdir().unwrap();
+    let fs = PassthroughFs::new(Config {
+        root_dir: td.path().to_path_buf(),
+        posix_acl: true,
+        ..Config::default()
+    })
+    .unwrap();
+    let got = fs.init(u64::MAX).unwrap();
+    assert_ne!(got & init_flags::POSIX_ACL, 0);
+    assert_ne!(got & init_flags::DONT_MASK, 0);
+    let d = name("d");
+    // No default ACL on the parent: the umask applies.
+    let e = fs
+        .mkdir(&root_ctx(), ROOT_INODE, n(&d), 0o777, 0o022)
+        .unwrap();
+    assert_eq!(e.attr.st_mode & 0o777, 0o755);
+    // The thread's umask does not leak into the next creation.
+    let d2 = name("d2");
+    let e = fs.mkdir(&root_ctx(), ROOT_INODE, n(&d2), 0o777, 0).unwrap();
+    assert_eq!(e.attr.st_mode & 0o777, 0o777);
+}
