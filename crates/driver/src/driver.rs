@@ -289,6 +289,36 @@ impl Driver {
         vq.kick()
     }
 
+    /// Collects new used-ring entries of `q` without waiting; returns how many arrived.
+    pub fn collect(&mut self, q: usize) -> Result<usize> {
+        let Self { mem, queues, .. } = self;
+        let vq = queues
+            .get_mut(q)
+            .ok_or_else(|| Error::Config(format!("no queue {q}")))?;
+        vq.collect(mem)
+    }
+
+    /// Publishes an arbitrary `avail->idx` for `q` (not kicked).
+    pub fn set_avail_idx_raw(&mut self, q: usize, idx: u16) -> Result<()> {
+        let Self { mem, queues, .. } = self;
+        let vq = queues
+            .get_mut(q)
+            .ok_or_else(|| Error::Config(format!("no queue {q}")))?;
+        vq.set_avail_idx_raw(mem, idx)
+    }
+
+    /// Whether the backend closed the vhost-user connection.
+    pub fn backend_hung_up(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.frontend.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is a valid pollfd array of length 1; timeout 0 does not block.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        r > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
     /// Waits up to `timeout` for chain `head` of queue `q` to come back.
     /// `Ok(None)` means it did not; it stays in flight (see [`Driver::abandon_all`]).
     pub fn wait(&mut self, q: usize, head: u16, timeout: Duration) -> Result<Option<Completion>> {

@@ -1,1 +1,2151 @@
-//! Catalogue of hostile inputs (filled in below).
+//! A catalogue of hostile inputs, a runner that checks the backend survives each of them, and
+//! the record of what the backend did (for the vhostfs-vs-virtiofsd comparison table).
+//!
+//! Every scenario sends one (or a few) malformed requests, classifies what came back
+//! ([`Outcome`]), and judges it ([`Verdict`]). The runner then *probes*: a well-formed GETATTR
+//! of the root must be answered ([`Health`]). A dropped request is fine; a stuck queue or a dead
+//! process is not.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vhostfs_fuse_abi as abi;
+use zerocopy::IntoBytes;
+
+use crate::chain::{ChainBuilder, Next};
+use crate::daemon::{Daemon, DaemonSpec, ScratchDir, SpawnError};
+use crate::driver::{Driver, DriverConfig, HIPRIO_QUEUE, REQUEST_QUEUE};
+use crate::fuse::{cname, encode, encode_with_len, Reply, SMALL_REPLY};
+use crate::vring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use crate::{Error, Result};
+
+/// Contents of the file planted outside the shared directory.
+pub const SECRET: &[u8] = b"host-secret-outside-the-share\n";
+/// Contents of `hello` inside the shared directory.
+pub const HELLO: &[u8] = b"hello from the shared dir\n";
+
+/// What the backend did with one hostile request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It answered with this errno.
+    Errno(i32),
+    /// It answered successfully (a short summary).
+    Success(String),
+    /// It returned the chain in the used ring without a valid FUSE reply.
+    UsedNoReply {
+        /// The used-ring length.
+        used_len: u32,
+    },
+    /// No used-ring entry within the wait: dropped (or still pending).
+    Dropped,
+    /// The scenario could not run here (missing feature or fixture).
+    Skipped(String),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Errno(e) => write!(f, "{}", errno_short(*e)),
+            Outcome::Success(s) if s.is_empty() => write!(f, "ok"),
+            Outcome::Success(s) => write!(f, "ok ({s})"),
+            Outcome::UsedNoReply { used_len } => write!(f, "used len={used_len}, no reply"),
+            Outcome::Dropped => write!(f, "no used entry"),
+            Outcome::Skipped(why) => write!(f, "skipped: {why}"),
+        }
+    }
+}
+
+/// Whether the outcome is acceptable for the scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Acceptable.
+    Pass,
+    /// Not acceptable, with the reason.
+    Fail(String),
+}
+
+/// State of the backend after a scenario, from a well-formed probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// The probe was answered.
+    Serving,
+    /// The probe was answered, but with an error: the session is damaged (e.g. the root
+    /// inode was forgotten).
+    Degraded(String),
+    /// The probe was not answered in time but the process lives.
+    QueueStuck,
+    /// The process exited or the vhost-user connection broke.
+    Dead(String),
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Health::Serving => write!(f, "serving"),
+            Health::Degraded(why) => write!(f, "DEGRADED ({why})"),
+            Health::QueueStuck => write!(f, "QUEUE STUCK"),
+            Health::Dead(why) => write!(f, "DEAD ({why})"),
+        }
+    }
+}
+
+/// What happened with one scenario.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Scenario name.
+    pub name: &'static str,
+    /// What the backend did.
+    pub outcome: Outcome,
+    /// Whether that was acceptable.
+    pub verdict: Verdict,
+    /// Whether it kept serving.
+    pub health: Health,
+}
+
+impl Record {
+    /// Acceptable outcome and still serving (a skipped scenario passes).
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Pass
+            && (self.health == Health::Serving || matches!(self.outcome, Outcome::Skipped(_)))
+    }
+
+    /// One-cell summary for tables.
+    pub fn summary(&self) -> String {
+        let mut s = self.outcome.to_string();
+        if let Verdict::Fail(why) = &self.verdict {
+            s.push_str(&format!(" [FAIL: {why}]"));
+        }
+        if self.health != Health::Serving && !matches!(self.outcome, Outcome::Skipped(_)) {
+            s.push_str(&format!(" -> {}", self.health));
+        }
+        s
+    }
+}
+
+/// Host paths the escape scenarios rely on.
+#[derive(Clone, Debug)]
+pub struct Fixtures {
+    /// The directory holding `shared` and `outside` (and sockets and logs).
+    pub root: PathBuf,
+    /// The shared directory.
+    pub shared: PathBuf,
+    /// A directory next to it that must stay unreachable.
+    pub outside: PathBuf,
+}
+
+/// Entries the shared directory holds between scenarios.
+const SHARED_ENTRIES: &[&str] = &["hello", "sub", "escape_dir", "escape_file", "escape_rel"];
+
+impl Fixtures {
+    /// Creates `shared/{hello, sub/inner, escape_dir, escape_file, escape_rel}` and
+    /// `outside/secret` under `root`.
+    pub fn create(root: &Path) -> Result<Self> {
+        let shared = root.join("shared");
+        let outside = root.join("outside");
+        fs::create_dir_all(shared.join("sub"))?;
+        fs::create_dir_all(&outside)?;
+        fs::write(shared.join("hello"), HELLO)?;
+        fs::write(shared.join("sub/inner"), b"inner\n")?;
+        fs::write(outside.join("secret"), SECRET)?;
+        let link = |target: &Path, name: &str| -> Result<()> {
+            let p = shared.join(name);
+            let _ = fs::remove_file(&p);
+            std::os::unix::fs::symlink(target, p)?;
+            Ok(())
+        };
+        link(&outside, "escape_dir")?;
+        link(&outside.join("secret"), "escape_file")?;
+        link(Path::new("../outside"), "escape_rel")?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            shared,
+            outside,
+        })
+    }
+
+    /// Paths outside the shared directory that a backend created (anything in `root` other
+    /// than `shared`, `outside`, sockets and logs; anything in `outside` but `secret`).
+    pub fn escapes(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        let ok_root = |n: &str| {
+            n == "shared"
+                || n == "outside"
+                || (n.starts_with('s') && n.ends_with(".sock"))
+                || (n.starts_with("log") && n.ends_with(".txt"))
+        };
+        for (dir, ok) in [
+            (&self.root, &ok_root as &dyn Fn(&str) -> bool),
+            (&self.outside, &|n: &str| n == "secret"),
+        ] {
+            if let Ok(rd) = fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    if !ok(&e.file_name().to_string_lossy()) {
+                        v.push(e.path());
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// Removes escapes and leftovers and restores every fixture to its initial contents.
+    pub fn reset(&self) -> Result<()> {
+        for p in self.escapes() {
+            let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+        }
+        if let Ok(rd) = fs::read_dir(&self.shared) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if !SHARED_ENTRIES.contains(&n.as_str()) {
+                    let p = e.path();
+                    let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+                }
+            }
+        }
+        if let Ok(rd) = fs::read_dir(self.shared.join("sub")) {
+            for e in rd.flatten() {
+                if e.file_name() != "inner" {
+                    let p = e.path();
+                    let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+                }
+            }
+        }
+        Fixtures::create(&self.root).map(|_| ())
+    }
+}
+
+/// What a scenario gets to work with.
+pub struct Ctx<'a> {
+    /// The connected, initialised driver.
+    pub d: &'a mut Driver,
+    /// Host fixtures, when the backend was spawned by us.
+    pub fx: Option<&'a Fixtures>,
+    /// How long to wait for a hostile request's used entry.
+    pub wait: Duration,
+}
+
+/// One hostile input.
+pub struct Scenario {
+    /// Short unique name.
+    pub name: &'static str,
+    /// What it sends.
+    pub what: &'static str,
+    /// Runs it.
+    pub run: fn(&mut Ctx) -> Result<(Outcome, Verdict)>,
+}
+
+impl Ctx<'_> {
+    /// Sends `chain` on `q` and classifies what came back within [`Ctx::wait`].
+    pub fn send(&mut self, q: usize, chain: &ChainBuilder) -> Result<Outcome> {
+        let head = self.d.submit(q, chain)?;
+        let wait = self.wait;
+        Ok(match self.d.wait(q, head, wait)? {
+            None => Outcome::Dropped,
+            Some(c) => match Reply::parse(&c) {
+                Err(_) => Outcome::UsedNoReply {
+                    used_len: c.used_len,
+                },
+                Ok(r) if r.header.error < 0 => Outcome::Errno(-r.header.error),
+                Ok(r) => Outcome::Success(format!("{} bytes", r.payload.len())),
+            },
+        })
+    }
+
+    /// Encodes a well-formed request with a fresh unique.
+    pub fn req(&mut self, opcode: u32, nodeid: u64, args: &[&[u8]]) -> Vec<u8> {
+        let u = self.d.next_unique();
+        encode(opcode, u, nodeid, args)
+    }
+
+    /// A well-formed GETATTR of the root.
+    pub fn getattr_req(&mut self) -> Vec<u8> {
+        let a = abi::GetattrIn::default();
+        self.req(abi::opcode::GETATTR, abi::ROOT_ID, &[a.as_bytes()])
+    }
+
+    /// Sends `req` in the usual two-descriptor layout on the request queue.
+    pub fn send_req(&mut self, req: &[u8]) -> Result<Outcome> {
+        let chain = ChainBuilder::new().readable(req).writable(SMALL_REPLY);
+        self.send(REQUEST_QUEUE, &chain)
+    }
+
+    /// Sends `req` on the hiprio queue (no writable buffer, like the kernel's FORGETs).
+    pub fn send_hiprio(&mut self, req: &[u8]) -> Result<Outcome> {
+        let chain = ChainBuilder::new().readable(req);
+        self.send(HIPRIO_QUEUE, &chain)
+    }
+
+    /// Looks up `name` under the root (well-formed).
+    pub fn node(&mut self, name: &[u8]) -> Result<abi::EntryOut> {
+        self.d.lookup(abi::ROOT_ID, name)
+    }
+
+    /// Inode number of the root as the backend reports it.
+    pub fn root_ino(&mut self) -> Result<u64> {
+        Ok(self.d.getattr(abi::ROOT_ID)?.attr.ino)
+    }
+
+    /// One past the end of guest memory.
+    pub fn mem_end(&self) -> u64 {
+        self.d.mem().end()
+    }
+
+    /// Entries per queue.
+    pub fn qsize(&self) -> u16 {
+        self.d
+            .queue(REQUEST_QUEUE)
+            .map(|q| q.layout.size)
+            .unwrap_or(0)
+    }
+
+    /// Whether indirect descriptors were negotiated.
+    pub fn has_indirect(&self) -> bool {
+        self.d.features() & crate::driver::VIRTIO_RING_F_INDIRECT_DESC != 0
+    }
+}
+
+fn must_fail(o: &Outcome) -> Verdict {
+    match o {
+        Outcome::Success(s) => Verdict::Fail(format!("accepted ({s})")),
+        _ => Verdict::Pass,
+    }
+}
+
+fn must_succeed(o: &Outcome) -> Verdict {
+    match o {
+        Outcome::Success(_) | Outcome::Skipped(_) => Verdict::Pass,
+        other => Verdict::Fail(format!("well-formed content not served: {other}")),
+    }
+}
+
+fn any(_: &Outcome) -> Verdict {
+    Verdict::Pass
+}
+
+fn judged(o: Outcome, f: fn(&Outcome) -> Verdict) -> Result<(Outcome, Verdict)> {
+    let v = f(&o);
+    Ok((o, v))
+}
+
+fn outcome_of<T>(r: Result<T>, ok: impl FnOnce(&T) -> String) -> Result<Outcome> {
+    match r {
+        Ok(v) => Ok(Outcome::Success(ok(&v))),
+        Err(Error::Errno(e)) => Ok(Outcome::Errno(e)),
+        Err(Error::Timeout) => Ok(Outcome::Dropped),
+        Err(Error::BadReply(_)) => Ok(Outcome::UsedNoReply { used_len: 0 }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Short errno names for tables.
+pub fn errno_short(e: i32) -> String {
+    let n = match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EXDEV => "EXDEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::ESPIPE => "ESPIPE",
+        libc::EROFS => "EROFS",
+        libc::ERANGE => "ERANGE",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::ELOOP => "ELOOP",
+        libc::ENODATA => "ENODATA",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EPROTO => "EPROTO",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ESTALE => "ESTALE",
+        _ => return format!("errno {e}"),
+    };
+    n.to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------
+
+macro_rules! scenario {
+    ($name:literal, $what:literal, $f:expr) => {
+        Scenario {
+            name: $name,
+            what: $what,
+            run: $f,
+        }
+    };
+}
+
+/// Every scenario, in the order they are run (queue-killers last).
+pub fn catalogue() -> Vec<Scenario> {
+    let mut v = layout_scenarios();
+    v.extend(indirect_scenarios());
+    v.extend(header_scenarios());
+    v.extend(name_scenarios());
+    v.extend(size_scenarios());
+    v.extend(handle_scenarios());
+    v.extend(queue_scenarios());
+    v
+}
+
+fn layout_scenarios() -> Vec<Scenario> {
+    vec![
+        scenario!(
+            "desc-outside-memory",
+            "readable descriptor past the end of guest RAM",
+            |c| {
+                let end = c.mem_end();
+                let ch = ChainBuilder::new()
+                    .readable_at(end + 0x1000, 56)
+                    .writable(SMALL_REPLY);
+                judged(c.send(REQUEST_QUEUE, &ch)?, must_fail)
+            }
+        ),
+        scenario!(
+            "desc-addr-wraps",
+            "readable descriptor at 2^64-16, len 56 (address wraps)",
+            |c| {
+                let ch = ChainBuilder::new()
+                    .readable_at(u64::MAX - 15, 56)
+                    .writable(SMALL_REPLY);
+                judged(c.send(REQUEST_QUEUE, &ch)?, must_fail)
+            }
+        ),
+        scenario!(
+            "desc-straddles-end",
+            "readable descriptor starting 24 bytes before the end of RAM, len 56",
+            |c| {
+                let end = c.mem_end();
+                let ch = ChainBuilder::new()
+                    .readable_at(end - 24, 56)
+                    .writable(SMALL_REPLY);
+                judged(c.send(REQUEST_QUEUE, &ch)?, must_fail)
+            }
+        ),
+        scenario!(
+            "writable-outside-memory",
+            "good GETATTR, reply buffer past the end of RAM",
+            |c| {
+                let r = c.getattr_req();
+                let end = c.mem_end();
+                let ch = ChainBuilder::new()
+                    .readable(&r)
+                    .writable_at(end + 0x1000, SMALL_REPLY);
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "writable-len-huge",
+            "good GETATTR, reply descriptor length 4 GiB-1",
+            |c| {
+                let r = c.getattr_req();
+                let ch = ChainBuilder::new()
+                    .readable(&r)
+                    .writable(SMALL_REPLY)
+                    .set_len(1, u32::MAX);
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "reply-overlaps-request",
+            "writable descriptor aliasing the request bytes",
+            |c| {
+                let r = c.getattr_req();
+                let ch = ChainBuilder::new()
+                    .readable(&r)
+                    .alias(0, 0, SMALL_REPLY, true);
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "readables-overlap",
+            "LOOKUP whose name descriptor aliases its own header",
+            |c| {
+                let u = c.d.next_unique();
+                let hdr = encode_with_len(abi::opcode::LOOKUP, u, abi::ROOT_ID, 80, &[]);
+                let ch = ChainBuilder::new()
+                    .readable(&hdr)
+                    .alias(0, 0, 40, false)
+                    .writable(SMALL_REPLY);
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "next-self-loop",
+            "single descriptor with NEXT pointing at itself",
+            |c| {
+                let r = c.getattr_req();
+                let ch = ChainBuilder::new()
+                    .readable(&r)
+                    .set_flags(0, VRING_DESC_F_NEXT)
+                    .set_next(0, Next::Rel(0));
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "next-loop",
+            "header, args, reply; reply's NEXT points back at the header",
+            |c| {
+                let r = c.getattr_req();
+                let ch = ChainBuilder::new()
+                    .readable_split(&r, &[40])
+                    .writable(SMALL_REPLY)
+                    .set_flags(2, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT)
+                    .set_next(2, Next::Rel(0));
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "next-out-of-range",
+            "NEXT to descriptor index queue_size+5",
+            |c| {
+                let r = c.getattr_req();
+                let n = c.qsize();
+                let ch = ChainBuilder::new()
+                    .readable(&r)
+                    .set_flags(0, VRING_DESC_F_NEXT)
+                    .set_next(0, Next::Abs(n.wrapping_add(5)));
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "next-into-stale-desc",
+            "NEXT to an in-range descriptor that belongs to no chain",
+            |c| {
+                let r = c.getattr_req();
+                let n = c.qsize();
+                let ch = ChainBuilder::new()
+                    .readable(&r)
+                    .set_flags(0, VRING_DESC_F_NEXT)
+                    .set_next(0, Next::Abs(n - 1));
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "chain-whole-table",
+            "valid GETATTR spread over exactly queue_size descriptors",
+            |c| {
+                let r = c.getattr_req();
+                let n = usize::from(c.qsize());
+                // n-1 readable pieces (most zero-length) + 1 writable.
+                let cuts: Vec<usize> = (0..n - 2).map(|i| i.min(r.len())).collect();
+                let ch = ChainBuilder::new()
+                    .readable_split(&r, &cuts)
+                    .writable(SMALL_REPLY);
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "chain-longer-than-queue",
+            "queue_size descriptors whose last NEXT wraps to the head",
+            |c| {
+                let r = c.getattr_req();
+                let n = usize::from(c.qsize());
+                let cuts: Vec<usize> = (0..n - 1).map(|i| i.min(r.len())).collect();
+                let ch = ChainBuilder::new()
+                    .readable_split(&r, &cuts)
+                    .set_flags(n - 1, VRING_DESC_F_NEXT)
+                    .set_next(n - 1, Next::Rel(0));
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "readable-after-writable",
+            "header, reply buffer, then GETATTR args readable",
+            |c| {
+                let r = c.getattr_req();
+                let ch = ChainBuilder::new()
+                    .readable(&r[..40])
+                    .writable(SMALL_REPLY)
+                    .readable(&r[40..]);
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!("no-writable", "GETATTR with no reply buffer", |c| {
+            let r = c.getattr_req();
+            judged(
+                c.send(REQUEST_QUEUE, &ChainBuilder::new().readable(&r))?,
+                any,
+            )
+        }),
+        scenario!(
+            "no-readable",
+            "chain of one writable descriptor only",
+            |c| {
+                judged(
+                    c.send(REQUEST_QUEUE, &ChainBuilder::new().writable(SMALL_REPLY))?,
+                    any,
+                )
+            }
+        ),
+        scenario!(
+            "zero-length-descriptors",
+            "valid GETATTR with zero-length descriptors in between",
+            |c| {
+                let r = c.getattr_req();
+                let ch = ChainBuilder::new()
+                    .readable_split(&r, &[0, 0, 7, 7, 40, 40])
+                    .writable(0)
+                    .writable(SMALL_REPLY);
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "header-split-midfield",
+            "valid GETATTR split at bytes 3, 17, 39; reply split 5/11/240",
+            |c| {
+                let r = c.getattr_req();
+                let ch = ChainBuilder::new()
+                    .readable_split(&r, &[3, 17, 39])
+                    .writable_split(&[5, 11, 240]);
+                judged(c.send(REQUEST_QUEUE, &ch)?, must_succeed)
+            }
+        ),
+        scenario!(
+            "empty-request",
+            "zero-length readable descriptor and a reply buffer",
+            |c| {
+                let ch = ChainBuilder::new().readable(&[]).writable(SMALL_REPLY);
+                judged(c.send(REQUEST_QUEUE, &ch)?, must_fail)
+            }
+        ),
+        scenario!(
+            "reply-buffer-zero",
+            "good GETATTR, zero-length reply buffer",
+            |c| {
+                let r = c.getattr_req();
+                judged(
+                    c.send(REQUEST_QUEUE, &ChainBuilder::new().readable(&r).writable(0))?,
+                    any,
+                )
+            }
+        ),
+        scenario!(
+            "reply-buffer-too-small",
+            "good GETATTR, 20-byte reply buffer",
+            |c| {
+                let r = c.getattr_req();
+                judged(
+                    c.send(
+                        REQUEST_QUEUE,
+                        &ChainBuilder::new().readable(&r).writable(20),
+                    )?,
+                    any,
+                )
+            }
+        ),
+        scenario!(
+            "reply-into-desc-table",
+            "good GETATTR whose reply buffer is the descriptor table",
+            |c| {
+                let r = c.getattr_req();
+                let desc = c.d.queue(REQUEST_QUEUE)?.layout.desc;
+                // Far end of the table: entries unlikely to be in use.
+                let at = desc + 16 * (u64::from(c.qsize()) - 16);
+                let ch = ChainBuilder::new()
+                    .readable(&r)
+                    .writable_at(at, SMALL_REPLY);
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+    ]
+}
+
+fn indirect_table(c: &mut Ctx) -> ChainBuilder {
+    let r = c.getattr_req();
+    ChainBuilder::new().readable(&r).writable(SMALL_REPLY)
+}
+
+fn skip_without_indirect(c: &Ctx) -> Option<(Outcome, Verdict)> {
+    (!c.has_indirect()).then(|| {
+        (
+            Outcome::Skipped("INDIRECT_DESC not offered".into()),
+            Verdict::Pass,
+        )
+    })
+}
+
+fn indirect_scenarios() -> Vec<Scenario> {
+    vec![
+        scenario!(
+            "indirect-valid",
+            "well-formed GETATTR in an indirect table",
+            |c| {
+                if let Some(s) = skip_without_indirect(c) {
+                    return Ok(s);
+                }
+                let t = indirect_table(c);
+                judged(
+                    c.send(REQUEST_QUEUE, &ChainBuilder::new().indirect(t))?,
+                    must_succeed,
+                )
+            }
+        ),
+        scenario!(
+            "indirect-outside-memory",
+            "indirect table address past the end of RAM",
+            |c| {
+                let end = c.mem_end();
+                judged(
+                    c.send(
+                        REQUEST_QUEUE,
+                        &ChainBuilder::new().raw_indirect(end + 0x1000, 32),
+                    )?,
+                    must_fail,
+                )
+            }
+        ),
+        scenario!(
+            "indirect-len-not-multiple",
+            "indirect table length 17",
+            |c| {
+                let t = indirect_table(c);
+                judged(
+                    c.send(
+                        REQUEST_QUEUE,
+                        &ChainBuilder::new().indirect(t).set_len(0, 17),
+                    )?,
+                    any,
+                )
+            }
+        ),
+        scenario!("indirect-len-zero", "indirect table length 0", |c| {
+            let t = indirect_table(c);
+            judged(
+                c.send(
+                    REQUEST_QUEUE,
+                    &ChainBuilder::new().indirect(t).set_len(0, 0),
+                )?,
+                must_fail,
+            )
+        }),
+        scenario!(
+            "indirect-len-huge",
+            "indirect table length 0xfffffff0",
+            |c| {
+                let t = indirect_table(c);
+                judged(
+                    c.send(
+                        REQUEST_QUEUE,
+                        &ChainBuilder::new().indirect(t).set_len(0, 0xffff_fff0),
+                    )?,
+                    must_fail,
+                )
+            }
+        ),
+        scenario!(
+            "indirect-nested",
+            "indirect table containing an INDIRECT descriptor",
+            |c| {
+                let t = indirect_table(c);
+                let outer = ChainBuilder::new().indirect(t);
+                judged(
+                    c.send(REQUEST_QUEUE, &ChainBuilder::new().indirect(outer))?,
+                    must_fail,
+                )
+            }
+        ),
+        scenario!(
+            "indirect-with-next",
+            "INDIRECT|NEXT head followed by another descriptor",
+            |c| {
+                let t = indirect_table(c);
+                let ch = ChainBuilder::new()
+                    .indirect(t)
+                    .writable(SMALL_REPLY)
+                    .set_flags(0, VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT);
+                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!("indirect-write-flag", "INDIRECT|WRITE head", |c| {
+            let t = indirect_table(c);
+            let ch = ChainBuilder::new()
+                .indirect(t)
+                .set_flags(0, VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE);
+            judged(c.send(REQUEST_QUEUE, &ch)?, any)
+        }),
+        scenario!(
+            "indirect-loop",
+            "indirect table whose last entry's NEXT points to its first",
+            |c| {
+                let t = indirect_table(c)
+                    .set_flags(1, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT)
+                    .set_next(1, Next::Rel(0));
+                judged(
+                    c.send(REQUEST_QUEUE, &ChainBuilder::new().indirect(t))?,
+                    any,
+                )
+            }
+        ),
+        scenario!(
+            "indirect-next-out-of-table",
+            "indirect entry with NEXT beyond the table",
+            |c| {
+                let t = indirect_table(c).set_next(0, Next::Abs(200));
+                judged(
+                    c.send(REQUEST_QUEUE, &ChainBuilder::new().indirect(t))?,
+                    any,
+                )
+            }
+        ),
+        scenario!(
+            "indirect-longer-than-queue",
+            "indirect table of 2*queue_size entries",
+            |c| {
+                if let Some(s) = skip_without_indirect(c) {
+                    return Ok(s);
+                }
+                let r = c.getattr_req();
+                let n = 2 * usize::from(c.qsize());
+                let cuts: Vec<usize> = (0..n - 2).map(|i| i.min(r.len())).collect();
+                let t = ChainBuilder::new()
+                    .readable_split(&r, &cuts)
+                    .writable(SMALL_REPLY);
+                judged(
+                    c.send(REQUEST_QUEUE, &ChainBuilder::new().indirect(t))?,
+                    any,
+                )
+            }
+        ),
+    ]
+}
+
+fn header_scenarios() -> Vec<Scenario> {
+    vec![
+        scenario!("header-truncated", "20 bytes of a 40-byte in_header", |c| {
+            let r = c.getattr_req();
+            judged(c.send_req(&r[..20])?, must_fail)
+        }),
+        scenario!(
+            "header-len-longer",
+            "GETATTR whose header len exceeds the chain by 100",
+            |c| {
+                let u = c.d.next_unique();
+                let a = abi::GetattrIn::default();
+                let r =
+                    encode_with_len(abi::opcode::GETATTR, u, abi::ROOT_ID, 156, &[a.as_bytes()]);
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!(
+            "header-len-shorter",
+            "LOOKUP whose header len covers only the header",
+            |c| {
+                let u = c.d.next_unique();
+                let r = encode_with_len(abi::opcode::LOOKUP, u, abi::ROOT_ID, 40, &[b"hello\0"]);
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!(
+            "header-len-below-header",
+            "GETATTR with header len 8",
+            |c| {
+                let u = c.d.next_unique();
+                let a = abi::GetattrIn::default();
+                let r = encode_with_len(abi::opcode::GETATTR, u, abi::ROOT_ID, 8, &[a.as_bytes()]);
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!(
+            "header-len-huge",
+            "GETATTR with header len 0xffffffff",
+            |c| {
+                let u = c.d.next_unique();
+                let a = abi::GetattrIn::default();
+                let r = encode_with_len(
+                    abi::opcode::GETATTR,
+                    u,
+                    abi::ROOT_ID,
+                    u32::MAX,
+                    &[a.as_bytes()],
+                );
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!(
+            "trailing-garbage",
+            "GETATTR followed by 1000 extra bytes in the chain",
+            |c| {
+                let mut r = c.getattr_req();
+                r.extend_from_slice(&[0xa5; 1000]);
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!(
+            "args-truncated-getattr",
+            "GETATTR with 8 of 16 argument bytes",
+            |c| {
+                let r = c.req(abi::opcode::GETATTR, abi::ROOT_ID, &[&[0u8; 8]]);
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!(
+            "args-truncated-setattr",
+            "SETATTR(mode) with 40 of 88 argument bytes",
+            |c| {
+                let e = c.node(b"hello")?;
+                let s = abi::SetattrIn {
+                    valid: abi::fattr::MODE,
+                    mode: 0o100777,
+                    ..Default::default()
+                };
+                let r = c.req(abi::opcode::SETATTR, e.nodeid, &[&s.as_bytes()[..40]]);
+                judged(c.send_req(&r)?, must_fail)
+            }
+        ),
+        scenario!(
+            "args-truncated-read",
+            "READ with 20 of 40 argument bytes",
+            |c| {
+                let e = c.node(b"hello")?;
+                let o = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
+                let a = abi::ReadIn {
+                    fh: o.fh,
+                    size: 4096,
+                    ..Default::default()
+                };
+                let r = c.req(abi::opcode::READ, e.nodeid, &[&a.as_bytes()[..20]]);
+                let out = c.send_req(&r)?;
+                let _ = c.d.release(e.nodeid, o.fh, false);
+                judged(out, must_fail)
+            }
+        ),
+        scenario!("unknown-opcode", "opcode 9999", |c| {
+            let r = c.req(9999, abi::ROOT_ID, &[&[0u8; 16]]);
+            judged(c.send_req(&r)?, must_fail)
+        }),
+        scenario!("opcode-zero", "opcode 0", |c| {
+            let r = c.req(0, abi::ROOT_ID, &[]);
+            judged(c.send_req(&r)?, must_fail)
+        }),
+        scenario!("cuse-init", "CUSE_INIT (4096) on a virtio-fs queue", |c| {
+            let i = abi::InitIn {
+                major: 7,
+                minor: 41,
+                ..Default::default()
+            };
+            let r = c.req(abi::opcode::CUSE_INIT, 0, &[i.as_bytes()]);
+            judged(c.send_req(&r)?, must_fail)
+        }),
+        scenario!("reinit", "a second FUSE_INIT on a live session", |c| {
+            let i = abi::InitIn {
+                major: 7,
+                minor: 41,
+                ..Default::default()
+            };
+            let r = c.req(abi::opcode::INIT, 0, &[i.as_bytes()]);
+            judged(c.send_req(&r)?, any)
+        }),
+        scenario!(
+            "extlen-bogus",
+            "LOOKUP claiming 0xffff*8 bytes of extensions",
+            |c| {
+                let u = c.d.next_unique();
+                let mut r = encode(abi::opcode::LOOKUP, u, abi::ROOT_ID, &[b"hello\0"]);
+                r[36..38].copy_from_slice(&0xffffu16.to_le_bytes());
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!("nodeid-zero", "GETATTR of node 0", |c| {
+            let a = abi::GetattrIn::default();
+            let r = c.req(abi::opcode::GETATTR, 0, &[a.as_bytes()]);
+            judged(c.send_req(&r)?, must_fail)
+        }),
+        scenario!("nodeid-forged", "GETATTR of node 0xdeadbeef00001234", |c| {
+            let a = abi::GetattrIn::default();
+            let r = c.req(abi::opcode::GETATTR, 0xdead_beef_0000_1234, &[a.as_bytes()]);
+            judged(c.send_req(&r)?, must_fail)
+        }),
+        scenario!("nodeid-max", "GETATTR of node 2^64-1", |c| {
+            let a = abi::GetattrIn::default();
+            let r = c.req(abi::opcode::GETATTR, u64::MAX, &[a.as_bytes()]);
+            judged(c.send_req(&r)?, must_fail)
+        }),
+        scenario!(
+            "nodeid-near-valid",
+            "GETATTR of (a real node id + 1000)",
+            |c| {
+                let e = c.node(b"hello")?;
+                let a = abi::GetattrIn::default();
+                let r = c.req(abi::opcode::GETATTR, e.nodeid + 1000, &[a.as_bytes()]);
+                judged(c.send_req(&r)?, must_fail)
+            }
+        ),
+        scenario!(
+            "lookup-forged-parent",
+            "LOOKUP hello under node 0x1234567",
+            |c| {
+                let r = c.req(abi::opcode::LOOKUP, 0x123_4567, &[b"hello\0"]);
+                judged(c.send_req(&r)?, must_fail)
+            }
+        ),
+    ]
+}
+
+fn escape_check(c: &mut Ctx, name: &str) -> Verdict {
+    match c.fx {
+        Some(fx) if fx.outside.join(name).exists() || fx.root.join(name).exists() => {
+            Verdict::Fail(format!("{name} created outside the shared directory"))
+        }
+        _ => Verdict::Pass,
+    }
+}
+
+/// Host inode numbers of directories above or beside the share (the fixture root, the
+/// outside directory, their parent and `/`).
+fn forbidden_inos(c: &Ctx) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs = vec![PathBuf::from("/")];
+    if let Some(fx) = c.fx {
+        dirs.push(fx.root.clone());
+        dirs.push(fx.outside.clone());
+        if let Some(p) = fx.root.parent() {
+            dirs.push(p.to_path_buf());
+        }
+    }
+    dirs.iter()
+        .filter_map(|d| fs::metadata(d).ok())
+        .map(|m| m.ino())
+        .collect()
+}
+
+fn need_fixtures(c: &Ctx) -> Option<(Outcome, Verdict)> {
+    c.fx.is_none()
+        .then(|| (Outcome::Skipped("no host fixtures".into()), Verdict::Pass))
+}
+
+fn name_scenarios() -> Vec<Scenario> {
+    vec![
+        scenario!(
+            "name-no-nul",
+            "LOOKUP 'hello' without a terminating NUL",
+            |c| {
+                let r = c.req(abi::opcode::LOOKUP, abi::ROOT_ID, &[b"hello"]);
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!(
+            "name-with-slash",
+            "LOOKUP 'sub/inner' (two components)",
+            |c| {
+                let r = c.req(abi::opcode::LOOKUP, abi::ROOT_ID, &[b"sub/inner\0"]);
+                judged(c.send_req(&r)?, must_fail)
+            }
+        ),
+        scenario!("name-embedded-nul", "LOOKUP 'hel\\0lo\\0'", |c| {
+            let r = c.req(abi::opcode::LOOKUP, abi::ROOT_ID, &[b"hel\0lo\0"]);
+            judged(c.send_req(&r)?, any)
+        }),
+        scenario!("name-empty", "LOOKUP ''", |c| {
+            let r = c.req(abi::opcode::LOOKUP, abi::ROOT_ID, &[b"\0"]);
+            judged(c.send_req(&r)?, any)
+        }),
+        scenario!("name-too-long", "LOOKUP of a 10000-byte name", |c| {
+            let name = cname(&[b'a'; 10000]);
+            let r = c.req(abi::opcode::LOOKUP, abi::ROOT_ID, &[&name]);
+            judged(c.send_req(&r)?, must_fail)
+        }),
+        scenario!(
+            "dotdot-at-root",
+            "LOOKUP '..' at the root must stay at the root",
+            |c| {
+                let root = c.root_ino()?;
+                match c.d.lookup(abi::ROOT_ID, b"..") {
+                    Ok(e) if e.attr.ino == root => {
+                        Ok((Outcome::Success("root".into()), Verdict::Pass))
+                    }
+                    Ok(e) => Ok((
+                        Outcome::Success(format!("ino {} (root is {root})", e.attr.ino)),
+                        Verdict::Fail("'..' at the root did not return the root".into()),
+                    )),
+                    Err(e) => judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                }
+            }
+        ),
+        scenario!(
+            "dotdot-from-sub",
+            "LOOKUP sub, then '..' twice: must never reach a directory above the root",
+            |c| {
+                let root = c.root_ino()?;
+                let forbidden = forbidden_inos(c);
+                let sub = c.node(b"sub")?;
+                let up = match c.d.lookup(sub.nodeid, b"..") {
+                    Ok(e) => e,
+                    Err(e) => return judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                };
+                let upup = match c.d.lookup(up.nodeid, b"..") {
+                    Ok(e) => e,
+                    Err(e) => return judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                };
+                let desc = |ino: u64| {
+                    if ino == root {
+                        "root".to_string()
+                    } else if ino == sub.attr.ino {
+                        "sub".to_string()
+                    } else {
+                        format!("ino {ino}")
+                    }
+                };
+                let o = Outcome::Success(format!(
+                    "sub/.. = {}, sub/../.. = {}",
+                    desc(up.attr.ino),
+                    desc(upup.attr.ino)
+                ));
+                let escaped =
+                    forbidden.contains(&up.attr.ino) || forbidden.contains(&upup.attr.ino);
+                let v = if escaped {
+                    Verdict::Fail("'..' climbed above the root".into())
+                } else {
+                    Verdict::Pass
+                };
+                Ok((o, v))
+            }
+        ),
+        scenario!(
+            "mkdir-dotdot",
+            "MKDIR '../escaped_mkdir' at the root",
+            |c| {
+                let o = outcome_of(c.d.mkdir(abi::ROOT_ID, b"../escaped_mkdir", 0o755), |_| {
+                    String::new()
+                })?;
+                let v = match (must_fail(&o), escape_check(c, "escaped_mkdir")) {
+                    (Verdict::Pass, v) => v,
+                    (v, _) => v,
+                };
+                Ok((o, v))
+            }
+        ),
+        scenario!(
+            "create-with-slash",
+            "CREATE 'sub/created' at the root",
+            |c| {
+                let o = outcome_of(
+                    c.d.create(abi::ROOT_ID, b"sub/created", 0o644, libc::O_RDWR as u32),
+                    |_| String::new(),
+                )?;
+                let mut v = must_fail(&o);
+                if let Some(fx) = c.fx {
+                    if fx.shared.join("sub/created").exists() {
+                        v = Verdict::Fail("created through a '/' name".into());
+                    }
+                }
+                Ok((o, v))
+            }
+        ),
+        scenario!("rename-dotdot", "RENAME hello -> '../stolen'", |c| {
+            if let Some(s) = need_fixtures(c) {
+                return Ok(s);
+            }
+            let a = abi::RenameIn {
+                newdir: abi::ROOT_ID,
+            };
+            let r = c.req(
+                abi::opcode::RENAME,
+                abi::ROOT_ID,
+                &[a.as_bytes(), b"hello\0", b"../stolen\0"],
+            );
+            let o = c.send_req(&r)?;
+            let v = match must_fail(&o) {
+                Verdict::Pass => escape_check(c, "stolen"),
+                f => f,
+            };
+            Ok((o, v))
+        }),
+        scenario!(
+            "symlink-dir-escape",
+            "host symlink escape_dir -> outside dir; LOOKUP escape_dir/secret",
+            |c| {
+                if let Some(s) = need_fixtures(c) {
+                    return Ok(s);
+                }
+                let l = c.node(b"escape_dir")?;
+                let o = outcome_of(c.d.lookup(l.nodeid, b"secret"), |e| {
+                    format!("ino {}", e.attr.ino)
+                })?;
+                judged(o, must_fail)
+            }
+        ),
+        scenario!(
+            "symlink-rel-escape",
+            "host symlink escape_rel -> ../outside; LOOKUP escape_rel/secret",
+            |c| {
+                if let Some(s) = need_fixtures(c) {
+                    return Ok(s);
+                }
+                let l = c.node(b"escape_rel")?;
+                let o = outcome_of(c.d.lookup(l.nodeid, b"secret"), |e| {
+                    format!("ino {}", e.attr.ino)
+                })?;
+                judged(o, must_fail)
+            }
+        ),
+        scenario!(
+            "symlink-file-escape",
+            "host symlink escape_file -> outside/secret; OPEN+READ it",
+            |c| {
+                if let Some(s) = need_fixtures(c) {
+                    return Ok(s);
+                }
+                let l = c.node(b"escape_file")?;
+                match c.d.open(l.nodeid, libc::O_RDONLY as u32) {
+                    Err(e) => judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                    Ok(o) => {
+                        let data = c.d.read(l.nodeid, o.fh, 0, 4096);
+                        let _ = c.d.release(l.nodeid, o.fh, false);
+                        match data {
+                            Ok(b) if b.windows(SECRET.len()).any(|w| w == SECRET) => Ok((
+                                Outcome::Success("read the secret".into()),
+                                Verdict::Fail("followed a symlink out of the share".into()),
+                            )),
+                            Ok(b) => Ok((
+                                Outcome::Success(format!("{} bytes", b.len())),
+                                Verdict::Pass,
+                            )),
+                            Err(e) => judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                        }
+                    }
+                }
+            }
+        ),
+        scenario!(
+            "guest-symlink-escape",
+            "guest SYMLINK g_link -> <outside>/secret, then OPEN+READ it",
+            |c| {
+                let target = match c.fx {
+                    Some(fx) => fx.outside.join("secret"),
+                    None => PathBuf::from("/etc/hostname"),
+                };
+                let tb = cname(target.as_os_str().as_encoded_bytes());
+                let r = c.req(abi::opcode::SYMLINK, abi::ROOT_ID, &[b"g_link\0", &tb]);
+                let _ = c.send_req(&r)?;
+                let l = match c.node(b"g_link") {
+                    Ok(l) => l,
+                    Err(e) => return judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                };
+                let res = match c.d.open(l.nodeid, libc::O_RDONLY as u32) {
+                    Err(e) => judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                    Ok(o) => {
+                        let data = c.d.read(l.nodeid, o.fh, 0, 4096);
+                        let _ = c.d.release(l.nodeid, o.fh, false);
+                        match data {
+                            Ok(b)
+                                if !b.is_empty()
+                                    && b.windows(SECRET.len()).any(|w| w == SECRET) =>
+                            {
+                                Ok((
+                                    Outcome::Success("read the secret".into()),
+                                    Verdict::Fail(
+                                        "followed a guest symlink out of the share".into(),
+                                    ),
+                                ))
+                            }
+                            Ok(b) => Ok((
+                                Outcome::Success(format!("{} bytes", b.len())),
+                                Verdict::Pass,
+                            )),
+                            Err(e) => judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                        }
+                    }
+                };
+                let _ = c.d.unlink(abi::ROOT_ID, b"g_link");
+                res
+            }
+        ),
+        scenario!(
+            "link-forged-node",
+            "LINK of forged node 0xdeadbeef as 'linked'",
+            |c| {
+                let a = abi::LinkIn {
+                    oldnodeid: 0xdead_beef,
+                };
+                let r = c.req(
+                    abi::opcode::LINK,
+                    abi::ROOT_ID,
+                    &[a.as_bytes(), b"linked\0"],
+                );
+                judged(c.send_req(&r)?, must_fail)
+            }
+        ),
+        scenario!("rename-missing-newname", "RENAME with only one name", |c| {
+            let a = abi::RenameIn {
+                newdir: abi::ROOT_ID,
+            };
+            let r = c.req(
+                abi::opcode::RENAME,
+                abi::ROOT_ID,
+                &[a.as_bytes(), b"hello\0"],
+            );
+            judged(c.send_req(&r)?, must_fail)
+        }),
+    ]
+}
+
+fn size_scenarios() -> Vec<Scenario> {
+    vec![
+        scenario!(
+            "read-size-huge",
+            "READ of 4 GiB-1 bytes with a 256-byte reply buffer",
+            |c| {
+                let e = c.node(b"hello")?;
+                let o = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
+                let a = abi::ReadIn {
+                    fh: o.fh,
+                    size: u32::MAX,
+                    ..Default::default()
+                };
+                let r = c.req(abi::opcode::READ, e.nodeid, &[a.as_bytes()]);
+                let out = c.send_req(&r)?;
+                let _ = c.d.release(e.nodeid, o.fh, false);
+                judged(out, any)
+            }
+        ),
+        scenario!(
+            "write-size-mismatch",
+            "WRITE claiming 4 GiB-1 bytes, carrying 10",
+            |c| {
+                let e = c.node(b"hello")?;
+                let o = c.d.open(e.nodeid, libc::O_RDWR as u32)?;
+                let a = abi::WriteIn {
+                    fh: o.fh,
+                    offset: 1 << 20,
+                    size: u32::MAX,
+                    ..Default::default()
+                };
+                let r = c.req(abi::opcode::WRITE, e.nodeid, &[a.as_bytes(), &[b'x'; 10]]);
+                let out = c.send_req(&r)?;
+                let _ = c.d.release(e.nodeid, o.fh, false);
+                judged(out, must_fail)
+            }
+        ),
+        scenario!(
+            "write-size-larger-than-data",
+            "WRITE claiming 4096 bytes, carrying 10",
+            |c| {
+                let e = c.node(b"hello")?;
+                let o = c.d.open(e.nodeid, libc::O_RDWR as u32)?;
+                let a = abi::WriteIn {
+                    fh: o.fh,
+                    offset: 1 << 20,
+                    size: 4096,
+                    ..Default::default()
+                };
+                let r = c.req(abi::opcode::WRITE, e.nodeid, &[a.as_bytes(), &[b'x'; 10]]);
+                let out = c.send_req(&r)?;
+                let _ = c.d.release(e.nodeid, o.fh, false);
+                judged(out, must_fail)
+            }
+        ),
+        scenario!("write-offset-huge", "WRITE at offset 2^63-5", |c| {
+            let e = c.node(b"hello")?;
+            let o = c.d.open(e.nodeid, libc::O_RDWR as u32)?;
+            let a = abi::WriteIn {
+                fh: o.fh,
+                offset: i64::MAX as u64 - 4,
+                size: 10,
+                ..Default::default()
+            };
+            let r = c.req(abi::opcode::WRITE, e.nodeid, &[a.as_bytes(), &[b'x'; 10]]);
+            let out = c.send_req(&r)?;
+            let _ = c.d.release(e.nodeid, o.fh, false);
+            judged(out, must_fail)
+        }),
+        scenario!(
+            "getxattr-size-huge",
+            "GETXATTR user.x with size 4 GiB-1",
+            |c| {
+                let a = abi::GetxattrIn {
+                    size: u32::MAX,
+                    padding: 0,
+                };
+                let r = c.req(
+                    abi::opcode::GETXATTR,
+                    abi::ROOT_ID,
+                    &[a.as_bytes(), b"user.x\0"],
+                );
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!("listxattr-size-huge", "LISTXATTR with size 4 GiB-1", |c| {
+            let a = abi::GetxattrIn {
+                size: u32::MAX,
+                padding: 0,
+            };
+            let r = c.req(abi::opcode::LISTXATTR, abi::ROOT_ID, &[a.as_bytes()]);
+            judged(c.send_req(&r)?, any)
+        }),
+        scenario!(
+            "setxattr-size-mismatch",
+            "SETXATTR claiming a 4 GiB-1 value, carrying 4 bytes",
+            |c| {
+                let a = abi::SetxattrIn {
+                    size: u32::MAX,
+                    ..Default::default()
+                };
+                let r = c.req(
+                    abi::opcode::SETXATTR,
+                    abi::ROOT_ID,
+                    &[&a.as_bytes()[..8], b"user.x\0", b"abcd"],
+                );
+                judged(c.send_req(&r)?, must_fail)
+            }
+        ),
+        scenario!(
+            "readdir-size-huge",
+            "READDIR of 4 GiB-1 bytes with a 256-byte reply buffer",
+            |c| {
+                let o = c.d.opendir(abi::ROOT_ID)?;
+                let a = abi::ReadIn {
+                    fh: o.fh,
+                    size: u32::MAX,
+                    ..Default::default()
+                };
+                let r = c.req(abi::opcode::READDIR, abi::ROOT_ID, &[a.as_bytes()]);
+                let out = c.send_req(&r)?;
+                let _ = c.d.release(abi::ROOT_ID, o.fh, true);
+                judged(out, any)
+            }
+        ),
+        scenario!("readdir-offset-forged", "READDIR from offset 2^63", |c| {
+            let o = c.d.opendir(abi::ROOT_ID)?;
+            let a = abi::ReadIn {
+                fh: o.fh,
+                offset: 1 << 63,
+                size: 4096,
+                ..Default::default()
+            };
+            let r = c.req(abi::opcode::READDIR, abi::ROOT_ID, &[a.as_bytes()]);
+            let out = c.send_req(&r)?;
+            let _ = c.d.release(abi::ROOT_ID, o.fh, true);
+            judged(out, any)
+        }),
+        scenario!(
+            "batch-forget-count-huge",
+            "BATCH_FORGET count 2^32-1 with one entry (hiprio)",
+            |c| {
+                let a = abi::BatchForgetIn {
+                    count: u32::MAX,
+                    dummy: 0,
+                };
+                let one = abi::ForgetOne {
+                    nodeid: 0xdead_beef,
+                    nlookup: 1,
+                };
+                let r = c.req(
+                    abi::opcode::BATCH_FORGET,
+                    0,
+                    &[a.as_bytes(), one.as_bytes()],
+                );
+                judged(c.send_hiprio(&r)?, any)
+            }
+        ),
+        scenario!(
+            "batch-forget-forged",
+            "BATCH_FORGET of 1000 forged node ids (hiprio)",
+            |c| {
+                let a = abi::BatchForgetIn {
+                    count: 1000,
+                    dummy: 0,
+                };
+                let mut body = Vec::new();
+                for i in 0..1000u64 {
+                    body.extend_from_slice(
+                        abi::ForgetOne {
+                            nodeid: 0x4000_0000 + i * 7,
+                            nlookup: u64::MAX,
+                        }
+                        .as_bytes(),
+                    );
+                }
+                let r = c.req(abi::opcode::BATCH_FORGET, 0, &[a.as_bytes(), &body]);
+                judged(c.send_hiprio(&r)?, any)
+            }
+        ),
+        scenario!(
+            "forget-root",
+            "FORGET the root with nlookup 2^64-1 (hiprio)",
+            |c| {
+                let a = abi::ForgetIn { nlookup: u64::MAX };
+                let r = c.req(abi::opcode::FORGET, abi::ROOT_ID, &[a.as_bytes()]);
+                judged(c.send_hiprio(&r)?, any)
+            }
+        ),
+        scenario!(
+            "forget-overcount",
+            "LOOKUP hello, FORGET it 2^64-1 times, GETATTR it",
+            |c| {
+                let e = c.node(b"hello")?;
+                let a = abi::ForgetIn { nlookup: u64::MAX };
+                let r = c.req(abi::opcode::FORGET, e.nodeid, &[a.as_bytes()]);
+                let _ = c.send_hiprio(&r)?;
+                // Give the hiprio queue a moment; the stale node must now fail or still work, never crash.
+                std::thread::sleep(Duration::from_millis(20));
+                let o = outcome_of(c.d.getattr(e.nodeid), |_| String::new())?;
+                judged(o, any)
+            }
+        ),
+        scenario!(
+            "forget-on-request-queue",
+            "FORGET sent on the request queue",
+            |c| {
+                let a = abi::ForgetIn { nlookup: 1 };
+                let r = c.req(abi::opcode::FORGET, 0xdead_beef, &[a.as_bytes()]);
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!(
+            "getattr-on-hiprio",
+            "GETATTR sent on the hiprio queue",
+            |c| {
+                let r = c.getattr_req();
+                let ch = ChainBuilder::new().readable(&r).writable(SMALL_REPLY);
+                judged(c.send(HIPRIO_QUEUE, &ch)?, any)
+            }
+        ),
+        scenario!(
+            "interrupt-forged",
+            "INTERRUPT of a unique that was never sent",
+            |c| {
+                let a = abi::InterruptIn {
+                    unique: 0xdead_beef,
+                };
+                let r = c.req(abi::opcode::INTERRUPT, 0, &[a.as_bytes()]);
+                judged(c.send_req(&r)?, any)
+            }
+        ),
+        scenario!("lseek-bad-whence", "LSEEK with whence 99", |c| {
+            let e = c.node(b"hello")?;
+            let o = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
+            let a = abi::LseekIn {
+                fh: o.fh,
+                offset: 0,
+                whence: 99,
+                padding: 0,
+            };
+            let r = c.req(abi::opcode::LSEEK, e.nodeid, &[a.as_bytes()]);
+            let out = c.send_req(&r)?;
+            let _ = c.d.release(e.nodeid, o.fh, false);
+            judged(out, must_fail)
+        }),
+        scenario!("fallocate-huge", "FALLOCATE of 2^62 bytes", |c| {
+            let e = c.node(b"hello")?;
+            let o = c.d.open(e.nodeid, libc::O_RDWR as u32)?;
+            let a = abi::FallocateIn {
+                fh: o.fh,
+                offset: 0,
+                length: 1 << 62,
+                mode: 0,
+                padding: 0,
+            };
+            let r = c.req(abi::opcode::FALLOCATE, e.nodeid, &[a.as_bytes()]);
+            let out = c.send_req(&r)?;
+            let _ = c.d.release(e.nodeid, o.fh, false);
+            judged(out, must_fail)
+        }),
+    ]
+}
+
+fn handle_scenarios() -> Vec<Scenario> {
+    vec![
+        scenario!(
+            "read-forged-fh",
+            "READ hello with file handle 0xdeadbeef",
+            |c| {
+                let e = c.node(b"hello")?;
+                let o = outcome_of(c.d.read(e.nodeid, 0xdead_beef, 0, 100), |b| {
+                    format!("{} bytes", b.len())
+                })?;
+                judged(o, must_fail)
+            }
+        ),
+        scenario!(
+            "write-forged-fh",
+            "WRITE hello with file handle 0xdeadbeef",
+            |c| {
+                let e = c.node(b"hello")?;
+                let o = outcome_of(c.d.write(e.nodeid, 0xdead_beef, 0, b"pwned"), |n| {
+                    format!("{n} bytes")
+                })?;
+                judged(o, must_fail)
+            }
+        ),
+        scenario!(
+            "release-forged-fh",
+            "RELEASE of file handle 0xdeadbeef",
+            |c| {
+                let o = outcome_of(c.d.release(abi::ROOT_ID, 0xdead_beef, false), |_| {
+                    String::new()
+                })?;
+                judged(o, any)
+            }
+        ),
+        scenario!(
+            "readdir-forged-fh",
+            "READDIR with directory handle 0xdeadbeef",
+            |c| {
+                let o = outcome_of(c.d.readdir(abi::ROOT_ID, 0xdead_beef, 0, 4096), |v| {
+                    format!("{} entries", v.len())
+                })?;
+                judged(o, must_fail)
+            }
+        ),
+        scenario!(
+            "readdir-with-file-fh",
+            "READDIR of the root using a regular file's handle",
+            |c| {
+                let e = c.node(b"hello")?;
+                let f = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
+                let o = outcome_of(c.d.readdir(abi::ROOT_ID, f.fh, 0, 4096), |v| {
+                    format!("{} entries", v.len())
+                })?;
+                let _ = c.d.release(e.nodeid, f.fh, false);
+                judged(o, any)
+            }
+        ),
+        scenario!(
+            "release-twice",
+            "RELEASE the same handle twice, then READ with it",
+            |c| {
+                let e = c.node(b"hello")?;
+                let f = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
+                c.d.release(e.nodeid, f.fh, false)?;
+                let _ = c.d.release(e.nodeid, f.fh, false);
+                let o = outcome_of(c.d.read(e.nodeid, f.fh, 0, 100), |b| {
+                    format!("{} bytes", b.len())
+                })?;
+                judged(o, must_fail)
+            }
+        ),
+    ]
+}
+
+fn queue_scenarios() -> Vec<Scenario> {
+    vec![
+        scenario!(
+            "flood-fill-ring",
+            "fill the whole request ring with GETATTRs, one kick",
+            |c| {
+                let n = usize::from(c.qsize()) / 2;
+                let mut heads = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let r = c.getattr_req();
+                    heads.push(c.d.submit_nokick(
+                        REQUEST_QUEUE,
+                        &ChainBuilder::new().readable(&r).writable(SMALL_REPLY),
+                    )?);
+                }
+                c.d.kick(REQUEST_QUEUE)?;
+                let mut answered = 0;
+                for h in heads {
+                    if let Some(done) = c.d.wait(REQUEST_QUEUE, h, Duration::from_secs(5))? {
+                        if Reply::parse(&done)
+                            .map(|r| r.header.error == 0)
+                            .unwrap_or(false)
+                        {
+                            answered += 1;
+                        }
+                    }
+                }
+                let o = Outcome::Success(format!("{answered}/{n} answered"));
+                let v = if answered == n {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail(format!("only {answered} of {n} answered"))
+                };
+                Ok((o, v))
+            }
+        ),
+        scenario!(
+            "avail-head-out-of-range",
+            "avail ring entry naming descriptor queue_size+7",
+            |c| {
+                let n = c.qsize();
+                c.d.push_avail_raw(REQUEST_QUEUE, n.wrapping_add(7))?;
+                std::thread::sleep(c.wait);
+                c.d.collect(REQUEST_QUEUE)?;
+                let stray = c.d.queue_mut(REQUEST_QUEUE)?.take_stray();
+                let o = match stray.first() {
+                    Some(e) => Outcome::Success(format!("used id {} len {}", e.id, e.len)),
+                    None => Outcome::Dropped,
+                };
+                Ok((o, Verdict::Pass))
+            }
+        ),
+        scenario!(
+            "avail-idx-jump",
+            "avail->idx moved queue_size+1 entries ahead at once",
+            |c| {
+                let (idx, n) = {
+                    let q = c.d.queue(REQUEST_QUEUE)?;
+                    (q.avail_idx(), q.layout.size)
+                };
+                c.d.set_avail_idx_raw(REQUEST_QUEUE, idx.wrapping_add(n).wrapping_add(1))?;
+                c.d.kick(REQUEST_QUEUE)?;
+                std::thread::sleep(c.wait);
+                Ok((Outcome::Dropped, Verdict::Pass))
+            }
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// Running scenarios against a backend
+// ---------------------------------------------------------------------------------------
+
+/// A backend the runner can connect to, and reconnect to after it broke.
+pub trait Target {
+    /// Label for tables.
+    fn label(&self) -> String;
+    /// A connected driver after FUSE_INIT (respawning the backend if needed).
+    fn connect(&mut self) -> Result<Driver>;
+    /// Host fixtures, when known.
+    fn fixtures(&self) -> Option<Fixtures>;
+    /// `Some(reason)` if the backend process is known to have died.
+    fn death(&mut self) -> Option<String>;
+}
+
+/// A backend process we spawn (and respawn after each connection ends or it dies).
+pub struct SpawnedTarget {
+    spec: DaemonSpec,
+    root: ScratchDir,
+    fx: Fixtures,
+    daemon: Option<Daemon>,
+    connected: bool,
+    spawns: u32,
+    cfg: DriverConfig,
+}
+
+impl SpawnedTarget {
+    /// Prepares a scratch directory with fixtures and starts the first daemon, so that a
+    /// stub or missing binary is reported here.
+    pub fn new(spec: DaemonSpec, cfg: DriverConfig) -> std::result::Result<Self, SpawnError> {
+        let root = ScratchDir::new(&spec.label)
+            .map_err(|e| SpawnError::Io(std::io::Error::other(e.to_string())))?;
+        let fx = Fixtures::create(root.path())
+            .map_err(|e| SpawnError::Io(std::io::Error::other(e.to_string())))?;
+        let mut t = Self {
+            spec,
+            root,
+            fx,
+            daemon: None,
+            connected: false,
+            spawns: 0,
+            cfg,
+        };
+        t.respawn()?;
+        Ok(t)
+    }
+
+    fn respawn(&mut self) -> std::result::Result<(), SpawnError> {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill();
+        }
+        self.spawns += 1;
+        let sock = self.root.path().join(format!("s{}.sock", self.spawns));
+        let log = self.root.path().join(format!("log{}.txt", self.spawns));
+        self.daemon = Some(Daemon::spawn(&self.spec, &sock, &self.fx.shared, &log)?);
+        self.connected = false;
+        Ok(())
+    }
+
+    /// The running daemon.
+    pub fn daemon(&mut self) -> Option<&mut Daemon> {
+        self.daemon.as_mut()
+    }
+
+    /// How many times a daemon was started.
+    pub fn spawns(&self) -> u32 {
+        self.spawns
+    }
+
+    /// The fixtures.
+    pub fn fx(&self) -> &Fixtures {
+        &self.fx
+    }
+}
+
+impl Target for SpawnedTarget {
+    fn label(&self) -> String {
+        self.spec.label.clone()
+    }
+
+    fn connect(&mut self) -> Result<Driver> {
+        if self.connected || !self.daemon.as_mut().is_some_and(|d| d.is_alive()) {
+            self.respawn().map_err(|e| Error::Spawn(e.to_string()))?;
+        }
+        self.connected = true;
+        let d = self
+            .daemon
+            .as_ref()
+            .ok_or_else(|| Error::Spawn("no daemon".into()))?;
+        d.connect(self.cfg.clone())
+    }
+
+    fn fixtures(&self) -> Option<Fixtures> {
+        Some(self.fx.clone())
+    }
+
+    fn death(&mut self) -> Option<String> {
+        let d = self.daemon.as_mut()?;
+        d.exit_status().map(|s| {
+            let log = d.log_text();
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            format!("{s}; {}", last.chars().take(160).collect::<String>())
+        })
+    }
+}
+
+/// A backend someone else started; it can be connected to once.
+pub struct ExternalTarget {
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Fixtures, if the caller created them in the shared directory.
+    pub fx: Option<Fixtures>,
+    /// Driver settings.
+    pub cfg: DriverConfig,
+    used: bool,
+}
+
+impl ExternalTarget {
+    /// A target for the backend listening on `socket`.
+    pub fn new(socket: PathBuf, fx: Option<Fixtures>, cfg: DriverConfig) -> Self {
+        Self {
+            socket,
+            fx,
+            cfg,
+            used: false,
+        }
+    }
+}
+
+impl Target for ExternalTarget {
+    fn label(&self) -> String {
+        self.socket.display().to_string()
+    }
+
+    fn connect(&mut self) -> Result<Driver> {
+        if self.used {
+            return Err(Error::Spawn(
+                "the external backend broke and cannot be restarted".into(),
+            ));
+        }
+        self.used = true;
+        let mut d = Driver::connect(&self.socket, self.cfg.clone())?;
+        d.init()?;
+        Ok(d)
+    }
+
+    fn fixtures(&self) -> Option<Fixtures> {
+        self.fx.clone()
+    }
+
+    fn death(&mut self) -> Option<String> {
+        None
+    }
+}
+
+/// Time the probe waits for its reply.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Checks that both queues still serve: GETATTR of the root on the request queue, and a
+/// FORGET of an unknown node on the hiprio queue. On success, everything the hostile
+/// requests left in flight is reclaimed.
+pub fn probe(d: &mut Driver) -> Health {
+    if d.backend_hung_up() {
+        return Health::Dead("vhost-user connection closed".into());
+    }
+    let a = abi::GetattrIn::default();
+    let u = d.next_unique();
+    let r = encode(abi::opcode::GETATTR, u, abi::ROOT_ID, &[a.as_bytes()]);
+    let ch = ChainBuilder::new().readable(&r).writable(SMALL_REPLY);
+    match d.fuse_chain_timeout(REQUEST_QUEUE, &ch, PROBE_TIMEOUT) {
+        Ok(r) if r.header.error < 0 => {
+            let why = format!("GETATTR of the root -> {}", errno_short(-r.header.error));
+            let _ = d.abandon_all(REQUEST_QUEUE);
+            return Health::Degraded(why);
+        }
+        Ok(_) => {}
+        Err(Error::Timeout) => {
+            return if d.backend_hung_up() {
+                Health::Dead("vhost-user connection closed".into())
+            } else {
+                Health::QueueStuck
+            }
+        }
+        Err(Error::BadReply(_)) => return Health::QueueStuck,
+        Err(e) => return Health::Dead(e.to_string()),
+    }
+    match d.forget(0x7fff_ffff_0000_0001, 1, PROBE_TIMEOUT) {
+        Ok(true) => {}
+        Ok(false) => return Health::QueueStuck,
+        Err(e) => return Health::Dead(e.to_string()),
+    }
+    // Stragglers from a thread pool get a moment to land before buffers are reused.
+    let _ = d.drain(REQUEST_QUEUE, Duration::from_millis(20));
+    let _ = d.abandon_all(REQUEST_QUEUE);
+    let _ = d.abandon_all(HIPRIO_QUEUE);
+    Health::Serving
+}
+
+/// Runs `scenarios` against `target`, reconnecting (respawning) after any that broke it.
+pub fn run(target: &mut dyn Target, scenarios: &[Scenario], wait: Duration) -> Vec<Record> {
+    let mut out = Vec::with_capacity(scenarios.len());
+    let mut drv: Option<Driver> = None;
+    for s in scenarios {
+        if drv.is_none() {
+            match target.connect() {
+                Ok(d) => drv = Some(d),
+                Err(e) => {
+                    out.push(Record {
+                        name: s.name,
+                        outcome: Outcome::Skipped(format!("cannot connect: {e}")),
+                        verdict: Verdict::Fail(format!("cannot connect: {e}")),
+                        health: Health::Dead(e.to_string()),
+                    });
+                    continue;
+                }
+            }
+        }
+        let Some(d) = drv.as_mut() else { continue };
+        let fx = target.fixtures();
+        if let Some(f) = &fx {
+            let _ = f.reset();
+        }
+        let mut ctx = Ctx {
+            d,
+            fx: fx.as_ref(),
+            wait,
+        };
+        let (outcome, verdict) = match (s.run)(&mut ctx) {
+            Ok(x) => x,
+            Err(Error::Timeout) => (
+                Outcome::Dropped,
+                Verdict::Fail("a well-formed step of the scenario was not answered".into()),
+            ),
+            Err(e) => (
+                Outcome::Skipped(format!("driver: {e}")),
+                Verdict::Fail(format!("scenario could not run: {e}")),
+            ),
+        };
+        let (outcome, verdict) = match fx.as_ref().map(|f| f.escapes()).unwrap_or_default() {
+            esc if esc.is_empty() => (outcome, verdict),
+            esc => {
+                let names: Vec<String> = esc.iter().map(|p| p.display().to_string()).collect();
+                (
+                    outcome,
+                    Verdict::Fail(format!(
+                        "host paths created outside the share: {}",
+                        names.join(", ")
+                    )),
+                )
+            }
+        };
+        let health = match target.death() {
+            Some(why) => Health::Dead(why),
+            None => match probe(d) {
+                Health::Serving => Health::Serving,
+                other => target.death().map(Health::Dead).unwrap_or(other),
+            },
+        };
+        if health != Health::Serving {
+            drv = None;
+        }
+        out.push(Record {
+            name: s.name,
+            outcome,
+            verdict,
+            health,
+        });
+    }
+    out
+}
+
+/// A Markdown table with one column per backend.
+pub fn table(labels: &[String], results: &[Vec<Record>]) -> String {
+    let mut s = String::from("| scenario |");
+    for l in labels {
+        s.push_str(&format!(" {l} |"));
+    }
+    s.push_str("\n|---|");
+    for _ in labels {
+        s.push_str("---|");
+    }
+    s.push('\n');
+    let names: Vec<&str> = results
+        .first()
+        .map(|r| r.iter().map(|x| x.name).collect())
+        .unwrap_or_default();
+    for (i, n) in names.iter().enumerate() {
+        s.push_str(&format!("| {n} |"));
+        for r in results {
+            let cell = r.get(i).map(|x| x.summary()).unwrap_or_default();
+            s.push_str(&format!(" {} |", cell.replace('|', "/")));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// Volume: many hostile requests, for resource-growth checks
+// ---------------------------------------------------------------------------------------
+
+/// Counts from [`hammer`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HammerStats {
+    /// Hostile chains made available.
+    pub sent: u64,
+    /// Of those, answered with an error.
+    pub errors: u64,
+    /// Answered successfully (e.g. LOOKUP '..' that is never forgotten).
+    pub successes: u64,
+    /// Returned without a valid reply, or not returned before the probe.
+    pub dropped: u64,
+    /// Probes (well-formed GETATTRs) answered.
+    pub probes: u64,
+}
+
+fn hammer_chain(d: &mut Driver, k: u64) -> ChainBuilder {
+    let u = d.next_unique();
+    let end = d.mem().end();
+    let ga = abi::GetattrIn::default();
+    let getattr = encode(abi::opcode::GETATTR, u, abi::ROOT_ID, &[ga.as_bytes()]);
+    let w = SMALL_REPLY;
+    match k % 16 {
+        0 => ChainBuilder::new().readable_at(end + 4096, 56).writable(w),
+        1 => ChainBuilder::new().readable(&getattr[..20]).writable(w),
+        2 => ChainBuilder::new()
+            .readable(&encode(9999, u, 1, &[&[0; 8]]))
+            .writable(w),
+        3 => ChainBuilder::new()
+            .readable(&encode(
+                abi::opcode::GETATTR,
+                u,
+                0xdead_0000 + k,
+                &[ga.as_bytes()],
+            ))
+            .writable(w),
+        4 => ChainBuilder::new()
+            .readable(&encode(abi::opcode::LOOKUP, u, 1, &[b"sub/inner\0"]))
+            .writable(w),
+        5 => ChainBuilder::new()
+            .readable(&getattr)
+            .set_flags(0, VRING_DESC_F_NEXT)
+            .set_next(0, Next::Rel(0)),
+        6 => ChainBuilder::new().readable(&[]).writable(w),
+        7 => {
+            let a = abi::ReadIn {
+                fh: 0xbad0_0000 + k,
+                size: 4096,
+                ..Default::default()
+            };
+            ChainBuilder::new()
+                .readable(&encode(abi::opcode::READ, u, 1, &[a.as_bytes()]))
+                .writable(w)
+        }
+        8 => ChainBuilder::new()
+            .readable(&encode(abi::opcode::LOOKUP, u, 1, &[b"..\0"]))
+            .writable(w),
+        9 => ChainBuilder::new()
+            .readable(&encode(abi::opcode::LOOKUP, u, 1, &[b"hello\0"]))
+            .writable(w),
+        10 => ChainBuilder::new().raw_indirect(end + 8192, 48),
+        11 => ChainBuilder::new()
+            .readable(&encode_with_len(
+                abi::opcode::GETATTR,
+                u,
+                1,
+                u32::MAX,
+                &[ga.as_bytes()],
+            ))
+            .writable(w),
+        12 => {
+            let a = abi::WriteIn {
+                fh: 0xbad0_0000 + k,
+                size: 4,
+                ..Default::default()
+            };
+            ChainBuilder::new()
+                .readable(&encode(abi::opcode::WRITE, u, 1, &[a.as_bytes(), b"abcd"]))
+                .writable(w)
+        }
+        13 => {
+            let a = abi::MkdirIn {
+                mode: 0o755,
+                umask: 0,
+            };
+            ChainBuilder::new()
+                .readable(&encode(
+                    abi::opcode::MKDIR,
+                    u,
+                    1,
+                    &[a.as_bytes(), b"../escape\0"],
+                ))
+                .writable(w)
+        }
+        14 => ChainBuilder::new()
+            .readable(&encode(abi::opcode::LOOKUP, u, 1, &[&cname(&[b'n'; 300])]))
+            .writable(w),
+        _ => ChainBuilder::new()
+            .readable(&getattr)
+            .writable_at(end + 4096, w),
+    }
+}
+
+/// Sends `n` hostile requests in batches of `batch` (one kick per batch), each batch followed
+/// by a well-formed probe that must be answered. Returns an error if a probe is not.
+pub fn hammer(d: &mut Driver, n: u64, batch: usize) -> Result<HammerStats> {
+    let mut st = HammerStats::default();
+    let mut k = 0u64;
+    while st.sent < n {
+        let mut heads = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            if st.sent >= n {
+                break;
+            }
+            let ch = hammer_chain(d, k);
+            k += 1;
+            heads.push(d.submit_nokick(REQUEST_QUEUE, &ch)?);
+            st.sent += 1;
+        }
+        d.kick(REQUEST_QUEUE)?;
+        let u = d.next_unique();
+        let ga = abi::GetattrIn::default();
+        let r = encode(abi::opcode::GETATTR, u, abi::ROOT_ID, &[ga.as_bytes()]);
+        let probe = ChainBuilder::new().readable(&r).writable(SMALL_REPLY);
+        d.fuse_chain_timeout(REQUEST_QUEUE, &probe, PROBE_TIMEOUT)?
+            .ok()?;
+        st.probes += 1;
+        for h in heads {
+            match d.wait(REQUEST_QUEUE, h, Duration::ZERO)? {
+                Some(c) => match Reply::parse(&c) {
+                    Ok(r) if r.header.error < 0 => st.errors += 1,
+                    Ok(_) => st.successes += 1,
+                    Err(_) => st.dropped += 1,
+                },
+                None => st.dropped += 1,
+            }
+        }
+        d.abandon_all(REQUEST_QUEUE)?;
+    }
+    Ok(st)
+}

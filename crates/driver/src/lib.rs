@@ -48,6 +48,9 @@ pub enum Error {
         /// Descriptors currently free.
         free: usize,
     },
+    /// A backend process could not be started.
+    #[error("backend: {0}")]
+    Spawn(String),
     /// Invalid use of the driver itself.
     #[error("driver configuration: {0}")]
     Config(String),
