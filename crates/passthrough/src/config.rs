@@ -89,20 +89,23 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// The defaults of virtiofsd 1.14: `cache=auto`, no writeback, `O_DIRECT` ignored, no
+    /// xattrs, no ACLs, no submount announcements, no killpriv v2, no security labels, `O_PATH`
+    /// fds for inodes, no limits beyond the host's. `root_dir` must be set.
     fn default() -> Self {
         Self {
             root_dir: PathBuf::from("/"),
             cache: CachePolicy::default(),
             writeback: false,
-            allow_direct_io: true,
-            xattr: true,
+            allow_direct_io: false,
+            xattr: false,
             readonly: false,
             posix_acl: false,
-            announce_submounts: true,
+            announce_submounts: false,
             inode_file_handles: InodeFileHandles::default(),
             max_open_fds: None,
             max_inodes: None,
-            killpriv_v2: true,
+            killpriv_v2: false,
             security_label: false,
             xattr_map: None,
             id_map: None,

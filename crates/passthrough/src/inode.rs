@@ -86,6 +86,14 @@ impl InodeData {
         }
     }
 
+    /// The file handle, when the inode is kept as one.
+    pub fn file_handle(&self) -> Option<&RawFileHandle> {
+        match &self.file {
+            InodeFile::Handle { handle, .. } => Some(handle),
+            InodeFile::Fd(_) => None,
+        }
+    }
+
     /// True for directories.
     pub fn is_dir(&self) -> bool {
         self.file_type == libc::S_IFDIR
@@ -177,26 +185,32 @@ impl InodeTable {
     }
 
     /// Finds the inode `key` and takes a lookup reference on it, or (when it is not in the
-    /// table) makes a new one from `make()` with one reference. Fails with `ENFILE` when the
-    /// table is full.
+    /// table, or `same` says the entry there is a different, deleted file whose inode number
+    /// was reused) makes a new one from `make()` with one reference. Fails with `ENFILE` when
+    /// the table is full.
     pub fn get_or_insert(
         &self,
         key: InodeKey,
         file_type: u32,
+        same: impl Fn(&InodeData) -> bool,
         make: impl FnOnce() -> io::Result<InodeFile>,
     ) -> io::Result<Inserted> {
         {
             let maps = self.read();
             if let Some(data) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
-                data.refcount.fetch_add(1, Ordering::Relaxed);
-                return Ok(Inserted { data: data.clone() });
+                if same(data) {
+                    data.refcount.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Inserted { data: data.clone() });
+                }
             }
         }
         let file = make()?;
         let mut maps = self.write();
         if let Some(data) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
-            data.refcount.fetch_add(1, Ordering::Relaxed);
-            return Ok(Inserted { data: data.clone() });
+            if same(data) {
+                data.refcount.fetch_add(1, Ordering::Relaxed);
+                return Ok(Inserted { data: data.clone() });
+            }
         }
         if let Some(max) = self.max {
             if maps.by_id.len() >= max {

@@ -56,7 +56,7 @@ pub use config::{CachePolicy, Config, InodeFileHandles};
 use credentials::DaemonCreds;
 use handle::HandleTable;
 use inode::{InodeData, InodeFd, InodeFile, InodeKey, InodeTable};
-use sys::{errno, statx_fd, StatxResult, FUSE_ATTR_SUBMOUNT};
+use sys::{errno, statx_fd, RawFileHandle, StatxResult, FUSE_ATTR_SUBMOUNT};
 
 /// The passthrough file system: serves the host directory [`Config::root_dir`].
 pub struct PassthroughFs {
@@ -311,18 +311,38 @@ impl PassthroughFs {
             mnt_id: sx.mnt_id,
         };
         let file_type = sx.st.st_mode & libc::S_IFMT;
-        let inserted = self
-            .inodes
-            .get_or_insert(key, file_type, || self.inode_file(fd, sx.mnt_id, file_type))?;
+        let handle = match self.cfg.inode_file_handles {
+            InodeFileHandles::Never => None,
+            _ => Some(sys::name_to_handle(fd.as_fd()).map(|(h, _)| h)),
+        };
+        // An entry kept as a file handle does not pin its host inode: when the handle differs,
+        // the inode number was reused by a new file.
+        let same = |d: &InodeData| match (d.file_handle(), &handle) {
+            (Some(old), Some(Ok(new))) => old == new,
+            _ => true,
+        };
+        let for_make = handle.as_ref().map(|r| match r {
+            Ok(h) => Ok(h.clone()),
+            Err(e) => Err(errno(e.raw_os_error().unwrap_or(libc::EIO))),
+        });
+        let inserted = self.inodes.get_or_insert(key, file_type, same, || {
+            self.inode_file(fd, sx.mnt_id, file_type, for_make)
+        })?;
         Ok(self.make_entry(&inserted.data, sx.st, parent_mnt))
     }
 
     /// How to keep a new inode: its `O_PATH` fd, or a file handle when configured.
-    fn inode_file(&self, fd: OwnedFd, mnt_id: u64, file_type: u32) -> io::Result<InodeFile> {
-        if self.cfg.inode_file_handles == InodeFileHandles::Never {
+    fn inode_file(
+        &self,
+        fd: OwnedFd,
+        mnt_id: u64,
+        file_type: u32,
+        handle: Option<io::Result<RawFileHandle>>,
+    ) -> io::Result<InodeFile> {
+        let Some(handle) = handle else {
             return Ok(InodeFile::Fd(fd));
-        }
-        match self.file_handle(fd.as_fd(), mnt_id, file_type) {
+        };
+        match handle.and_then(|h| self.file_handle(h, fd.as_fd(), mnt_id, file_type)) {
             Ok(f) => Ok(f),
             Err(e) if self.cfg.inode_file_handles == InodeFileHandles::Mandatory => Err(e),
             Err(_) => Ok(InodeFile::Fd(fd)),
@@ -331,11 +351,11 @@ impl PassthroughFs {
 
     fn file_handle(
         &self,
+        handle: RawFileHandle,
         fd: BorrowedFd<'_>,
         mnt_id: u64,
         file_type: u32,
     ) -> io::Result<InodeFile> {
-        let (handle, _) = sys::name_to_handle(fd)?;
         let mut mounts = self.mount_fds.lock().unwrap_or_else(|e| e.into_inner());
         let mount_fd = match mounts.get(&mnt_id) {
             Some(m) => m.clone(),

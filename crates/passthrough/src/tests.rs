@@ -35,6 +35,10 @@ fn errno_of<T>(r: std::io::Result<T>) -> i32 {
 fn new_fs_with(dir: &Path, f: impl FnOnce(&mut Config)) -> PassthroughFs {
     let mut cfg = Config {
         root_dir: dir.to_path_buf(),
+        xattr: true,
+        announce_submounts: true,
+        killpriv_v2: true,
+        allow_direct_io: true,
         ..Config::default()
     };
     f(&mut cfg);
@@ -1244,6 +1248,7 @@ fn posix_acl_mode_uses_thread_umask() {
     let fs = PassthroughFs::new(Config {
         root_dir: td.path().to_path_buf(),
         posix_acl: true,
+        xattr: true,
         ..Config::default()
     })
     .unwrap();
@@ -1260,4 +1265,38 @@ fn posix_acl_mode_uses_thread_umask() {
     let d2 = name("d2");
     let e = fs.mkdir(&root_ctx(), ROOT_INODE, n(&d2), 0o777, 0).unwrap();
     assert_eq!(e.attr.st_mode & 0o777, 0o777);
+}
+
+#[test]
+fn file_handles_detect_reused_inode_numbers() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"old").unwrap();
+    let fs = new_fs_with(td.path(), |c| {
+        c.inode_file_handles = InodeFileHandles::Mandatory
+    });
+    let a = lookup(&fs, ROOT_INODE, "a").unwrap();
+    std::fs::remove_file(td.path().join("a")).unwrap();
+    // Try a few times to get the inode number reused by a new file.
+    for i in 0..20 {
+        let p = td.path().join(format!("b{i}"));
+        std::fs::write(&p, b"new").unwrap();
+        if std::fs::metadata(&p).unwrap().ino() == a.attr.st_ino {
+            let b = lookup(&fs, ROOT_INODE, &format!("b{i}")).unwrap();
+            assert_ne!(b.inode, a.inode);
+            let o = fs.open(&root_ctx(), b.inode, 0, 0).unwrap();
+            let mut w = VecWriter::new(10);
+            fs.read(
+                &root_ctx(),
+                b.inode,
+                o.handle,
+                &mut w,
+                10,
+                0,
+                Default::default(),
+            )
+            .unwrap();
+            assert_eq!(w.as_slice(), b"new");
+            return;
+        }
+    }
 }
