@@ -136,7 +136,9 @@ impl FileSystem for PassthroughFs {
             | MAX_PAGES
             | INIT_EXT
             | ASYNC_DIO
-            | HAS_RESEND;
+            | HAS_RESEND
+            // Lets the guest mmap files opened with FOPEN_DIRECT_IO (cache=never).
+            | DIRECT_IO_ALLOW_MMAP;
         if self.cfg.writeback {
             want |= WRITEBACK_CACHE;
         }
