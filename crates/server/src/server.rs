@@ -5,19 +5,21 @@
 //! number of bytes the transport delivered (header included); anything else is `EINVAL`.
 //! Request extensions (`total_extlen * 8` bytes) sit at the end of the request and must fit.
 //! Except for WRITE, the whole request body is copied once into a buffer bounded by what the
-//! transport delivered and by [`MAX_REQUEST_BODY`]-like limits, then decoded from there with
+//! transport delivered and by [`MAX_REQUEST_BODY`], then decoded from there with
 //! `zerocopy`; WRITE data stays in the transport's buffers and is moved to the file by the
 //! file system through [`ZeroCopyReader`](crate::io::ZeroCopyReader). WRITE ignores request
 //! extensions (the kernel sends none with it) but still accounts for their length.
 //!
 //! # Replies
 //! A reply is a `fuse_out_header` (`len` = header plus body, `error` = 0 or `-errno`,
-//! `unique`) and, on success, a body. Error replies have no body. FORGET, BATCH_FORGET and
-//! INTERRUPT get no reply. When the reply writer cannot even hold a reply header, the request
-//! is not executed and [`Server::handle_message`] returns an error. Replies of fixed size are
-//! checked to fit before the file system is called (`EINVAL` otherwise), so no operation
-//! with side effects runs when its reply cannot be sent. Errnos outside 1..512 become `EIO`
-//! (the kernel refuses others).
+//! `unique`) and, on success, a body. Error replies have no body. FORGET, BATCH_FORGET,
+//! INTERRUPT and NOTIFY_REPLY get no reply. When the reply writer cannot even hold a reply
+//! header, the request is not executed and [`Server::handle_message`] returns an error.
+//! Replies of fixed size are checked to fit before the file system is called (`EINVAL`
+//! otherwise), so no operation with side effects runs when its reply cannot be sent. Errnos
+//! outside 1..512 become `EIO` (the kernel refuses others). READ and READDIR(PLUS) stream
+//! their body after a placeholder header that is filled in at the end; if the file system
+//! fails after producing some data, the data is sent as a short success, like `read(2)`.
 //!
 //! # INIT
 //! Every request before INIT gets `EIO` (a second INIT too, until DESTROY or
@@ -60,6 +62,9 @@ const IN_HEADER_LEN: usize = std::mem::size_of::<abi::InHeader>();
 /// extension area. Bodies larger than `max(MAX_REQUEST_BODY, max_write + 64 KiB)` get
 /// `EINVAL` without being read.
 pub const MAX_REQUEST_BODY: usize = 1 << 20;
+
+/// Request bodies up to this size are decoded from a stack buffer instead of the heap.
+const SMALL_BODY: usize = 512;
 
 /// Capability bits the server itself asks for whenever the client offers them, because they
 /// concern how requests are transported and dispatched, not file-system policy: parallel
@@ -221,6 +226,12 @@ impl<F: FileSystem> Server<F> {
         self.flags.store(0, Ordering::Relaxed);
     }
 
+    /// The protocol minor version negotiated by INIT, or `None` before INIT completed.
+    pub fn negotiated_minor(&self) -> Option<u32> {
+        (self.state.load(Ordering::Acquire) == STATE_READY)
+            .then(|| self.minor.load(Ordering::Relaxed))
+    }
+
     fn max_pages(&self) -> u16 {
         u16::try_from(self.options.max_write.div_ceil(4096).max(1)).unwrap_or(u16::MAX)
     }
@@ -278,7 +289,12 @@ impl<F: FileSystem> Server<F> {
     ) -> io::Result<usize> {
         let opcode = hdr.opcode;
         let unique = hdr.unique;
-        let no_reply = matches!(opcode, op::FORGET | op::BATCH_FORGET | op::INTERRUPT);
+        // NOTIFY_REPLY (the answer to a NOTIFY_RETRIEVE, which we never send) takes no
+        // reply either.
+        let no_reply = matches!(
+            opcode,
+            op::FORGET | op::BATCH_FORGET | op::INTERRUPT | op::NOTIFY_REPLY
+        );
         if !no_reply && w.available() < OUT_HEADER_LEN {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -322,8 +338,16 @@ impl<F: FileSystem> Server<F> {
         if body_len > self.max_body() {
             return fail(w, libc::EINVAL);
         }
-        let mut body = vec![0u8; body_len];
-        if r.read_exact(&mut body).is_err() {
+        // Most requests are small: decode them from the stack.
+        let mut stack = [0u8; SMALL_BODY];
+        let mut heap;
+        let body: &mut [u8] = if body_len <= SMALL_BODY {
+            &mut stack[..body_len]
+        } else {
+            heap = vec![0u8; body_len];
+            &mut heap
+        };
+        if r.read_exact(body).is_err() {
             return fail(w, libc::EINVAL);
         }
         let (arg_bytes, ext) = body.split_at(body_len - ext_len);
@@ -579,8 +603,9 @@ impl<F: FileSystem> Server<F> {
                 )
             }
             op::SYNCFS => write_result(w, u, fs.syncfs(ctx, ino)),
-            // IOCTL, POLL, BMAP, SETUPMAPPING, REMOVEMAPPING, STATX, NOTIFY_REPLY, CUSE_INIT
-            // and anything unknown.
+            op::NOTIFY_REPLY => Ok(0),
+            // IOCTL, POLL, BMAP, SETUPMAPPING, REMOVEMAPPING, STATX, CUSE_INIT and anything
+            // unknown.
             _ => write_error(w, u, libc::ENOSYS),
         }
     }

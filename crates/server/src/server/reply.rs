@@ -86,7 +86,8 @@ pub(crate) fn attr_out(a: &AttrReply) -> abi::AttrOut {
 pub(crate) fn open_out(o: &Opened) -> abi::OpenOut {
     abi::OpenOut {
         fh: o.handle,
-        open_flags: o.open_flags,
+        // FUSE passthrough needs a backing id we never register.
+        open_flags: o.open_flags & !abi::fopen::PASSTHROUGH,
         backing_id: 0,
     }
 }
