@@ -477,29 +477,48 @@ impl FileSystem for PassthroughFs {
         self.check_writable()?;
         check_plain_name(&name, libc::EISDIR)?;
         let p = self.inode(parent)?;
-        let mut oflags = self.file_open_flags(flags)?;
-        if flags as i32 & libc::O_EXCL != 0 {
-            oflags |= OFlags::EXCL;
-        }
+        let oflags = self.file_open_flags(flags)?;
+        let guest_excl = flags as i32 & libc::O_EXCL != 0;
         self.handles.check_room()?;
-        let file = {
+        // Always create exclusively: an existing name is opened like OPEN does (regular files
+        // only), so that a special file (a fifo that would block, a device node) is never
+        // opened through O_CREAT.
+        let created = {
             let pfd = p.fd()?;
             let mode = self.creation_mode(mode, umask);
             let _creds = self.caller_creds(ctx)?;
-            rustix::fs::openat(
+            match rustix::fs::openat(
                 pfd.as_fd(),
                 name.as_c_str(),
-                oflags | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                oflags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_bits_retain(mode),
-            )?
+            ) {
+                Ok(f) => Some(f),
+                Err(rustix::io::Errno::EXIST) if !guest_excl => None,
+                Err(e) => return Err(e.into()),
+            }
         };
-        // The name may be an existing symlink only if O_CREAT followed it, which O_NOFOLLOW
-        // forbids (ELOOP); an existing special file would have been opened: refuse those.
-        let sx = statx_fd(file.as_fd())?;
-        if sx.st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(errno(libc::ENXIO));
-        }
-        let entry = self.enter_open_file(file.as_fd(), p.key.mnt_id)?;
+        let (entry, file) = match created {
+            Some(file) => (self.enter_open_file(file.as_fd(), p.key.mnt_id)?, file),
+            None => {
+                let entry = self.do_lookup(&p, name.as_c_str())?;
+                let opened = self
+                    .inode(entry.inode)
+                    .and_then(|data| match data.file_type {
+                        libc::S_IFREG => self.open_inode(&data, oflags),
+                        libc::S_IFDIR => Err(errno(libc::EISDIR)),
+                        libc::S_IFLNK => Err(errno(libc::ELOOP)),
+                        _ => Err(errno(libc::ENXIO)),
+                    });
+                match opened {
+                    Ok(file) => (entry, file),
+                    Err(e) => {
+                        self.inodes.forget(entry.inode, 1);
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let data = self.inode(entry.inode)?;
         if ctx.security_ctx.is_some() {
             self.apply_security_ctx(ctx, &data);

@@ -1300,3 +1300,51 @@ fn file_handles_detect_reused_inode_numbers() {
         }
     }
 }
+
+#[test]
+fn create_never_opens_special_files() {
+    let td = tempfile::tempdir().unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let fifo = name("fifo");
+    fs.mknod(&ctx, ROOT_INODE, n(&fifo), libc::S_IFIFO | 0o666, 0, 0)
+        .unwrap();
+    // O_WRONLY on a fifo without a reader would block forever if it were opened.
+    assert_eq!(
+        errno_of(fs.create(
+            &ctx,
+            ROOT_INODE,
+            n(&fifo),
+            0o644,
+            libc::O_WRONLY as u32,
+            0,
+            0
+        )),
+        libc::ENXIO
+    );
+    std::fs::create_dir(td.path().join("d")).unwrap();
+    let d = name("d");
+    assert_eq!(
+        errno_of(fs.create(&ctx, ROOT_INODE, n(&d), 0o644, libc::O_RDWR as u32, 0, 0)),
+        libc::EISDIR
+    );
+    // An existing regular file is opened (and truncated when asked).
+    std::fs::write(td.path().join("f"), b"content").unwrap();
+    let f = name("f");
+    let (e, o) = fs
+        .create(
+            &ctx,
+            ROOT_INODE,
+            n(&f),
+            0o644,
+            (libc::O_RDWR | libc::O_TRUNC) as u32,
+            0,
+            0,
+        )
+        .unwrap();
+    assert_eq!(std::fs::metadata(td.path().join("f")).unwrap().len(), 0);
+    fs.release(&ctx, e.inode, 0, o.handle, false, false, None)
+        .unwrap();
+    // Failed creates leave no lookup references behind: root, fifo (from MKNOD) and f.
+    assert_eq!(fs.inode_count(), 3);
+}
