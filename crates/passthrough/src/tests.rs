@@ -1348,3 +1348,30 @@ fn create_never_opens_special_files() {
     // Failed creates leave no lookup references behind: root, fifo (from MKNOD) and f.
     assert_eq!(fs.inode_count(), 3);
 }
+
+#[test]
+fn create_of_existing_file_checks_caller_access() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(td.path().join("rootonly"), b"secret").unwrap();
+    std::fs::set_permissions(
+        td.path().join("rootonly"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let fs = new_fs(td.path());
+    let user = Context {
+        uid: 1000,
+        gid: 1000,
+        ..Default::default()
+    };
+    let f = name("rootonly");
+    assert_eq!(
+        errno_of(fs.create(&user, ROOT_INODE, n(&f), 0o644, libc::O_RDWR as u32, 0, 0)),
+        libc::EACCES
+    );
+    assert_eq!(fs.inode_count(), 1);
+}
