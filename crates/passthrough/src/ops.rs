@@ -502,10 +502,15 @@ impl FileSystem for PassthroughFs {
             Some(file) => (self.enter_open_file(file.as_fd(), p.key.mnt_id)?, file),
             None => {
                 let entry = self.do_lookup(&p, name.as_c_str())?;
+                // The guest expected to create the file: check its access to the one it
+                // raced with by opening as the caller.
                 let opened = self
                     .inode(entry.inode)
                     .and_then(|data| match data.file_type {
-                        libc::S_IFREG => self.open_inode(&data, oflags),
+                        libc::S_IFREG => {
+                            let _creds = self.caller_creds(ctx)?;
+                            self.open_inode(&data, oflags)
+                        }
                         libc::S_IFDIR => Err(errno(libc::EISDIR)),
                         libc::S_IFLNK => Err(errno(libc::ELOOP)),
                         _ => Err(errno(libc::ENXIO)),
