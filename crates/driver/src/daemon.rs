@@ -216,6 +216,21 @@ impl Daemon {
         Ok(n)
     }
 
+    /// CPU time (user + system, in clock ticks) summed over the process tree.
+    pub fn cpu_ticks(&self) -> Result<u64> {
+        let mut n = 0;
+        for pid in self.process_tree() {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+            let after = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            // After the command: state(0) ppid(1) ... utime(11) stime(12).
+            for i in [11, 12] {
+                n += f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+        Ok(n)
+    }
+
     /// Number of threads summed over the process tree.
     pub fn threads(&self) -> Result<u64> {
         let mut n = 0;

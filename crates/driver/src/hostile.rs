@@ -102,13 +102,17 @@ pub struct Record {
     pub verdict: Verdict,
     /// Whether it kept serving.
     pub health: Health,
+    /// Copied from the scenario: a stuck queue is acceptable.
+    pub breaks_queue: bool,
 }
 
 impl Record {
     /// Acceptable outcome and still serving (a skipped scenario passes).
     pub fn passed(&self) -> bool {
         self.verdict == Verdict::Pass
-            && (self.health == Health::Serving || matches!(self.outcome, Outcome::Skipped(_)))
+            && (self.health == Health::Serving
+                || matches!(self.outcome, Outcome::Skipped(_))
+                || (self.breaks_queue && self.health == Health::QueueStuck))
     }
 
     /// One-cell summary for tables.
@@ -234,6 +238,9 @@ pub struct Scenario {
     pub what: &'static str,
     /// Runs it.
     pub run: fn(&mut Ctx) -> Result<(Outcome, Verdict)>,
+    /// The input breaks the virtqueue itself (the spec lets a device stop serving a queue
+    /// the driver corrupted): a stuck queue is acceptable, a dead process is not.
+    pub breaks_queue: bool,
 }
 
 impl Ctx<'_> {
@@ -388,6 +395,15 @@ macro_rules! scenario {
             name: $name,
             what: $what,
             run: $f,
+            breaks_queue: false,
+        }
+    };
+    (breaks_queue $name:literal, $what:literal, $f:expr) => {
+        Scenario {
+            name: $name,
+            what: $what,
+            run: $f,
+            breaks_queue: true,
         }
     };
 }
@@ -1687,7 +1703,7 @@ fn queue_scenarios() -> Vec<Scenario> {
             }
         ),
         scenario!(
-            "avail-idx-jump",
+            breaks_queue "avail-idx-jump",
             "avail->idx moved queue_size+1 entries ahead at once",
             |c| {
                 let (idx, n) = {
@@ -1920,6 +1936,7 @@ pub fn run(target: &mut dyn Target, scenarios: &[Scenario], wait: Duration) -> V
                         outcome: Outcome::Skipped(format!("cannot connect: {e}")),
                         verdict: Verdict::Fail(format!("cannot connect: {e}")),
                         health: Health::Dead(e.to_string()),
+                        breaks_queue: s.breaks_queue,
                     });
                     continue;
                 }
@@ -1974,6 +1991,7 @@ pub fn run(target: &mut dyn Target, scenarios: &[Scenario], wait: Duration) -> V
             outcome,
             verdict,
             health,
+            breaks_queue: s.breaks_queue,
         });
     }
     out
