@@ -485,7 +485,10 @@ impl PassthroughFs {
         let Some(sec) = &ctx.security_ctx else {
             return;
         };
-        if let Err(e) = self.xattr_set(data, &sec.name, &sec.value, 0) {
+        let res = self
+            .host_xattr_name(&sec.name)
+            .and_then(|name| self.xattr_set(data, &name, &sec.value, 0));
+        if let Err(e) = res {
             tracing::warn!("cannot set security label {:?}: {e}", sec.name);
         }
     }

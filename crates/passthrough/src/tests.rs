@@ -1375,3 +1375,23 @@ fn create_of_existing_file_checks_caller_access() {
     );
     assert_eq!(fs.inode_count(), 1);
 }
+
+#[test]
+fn security_context_is_set_on_new_inodes() {
+    let td = tempfile::tempdir().unwrap();
+    let fs = new_fs_with(td.path(), |c| c.security_label = true);
+    let ctx = Context {
+        security_ctx: Some(vhostfs_server::SecurityContext {
+            name: CString::new("user.label").unwrap(),
+            value: b"lbl".to_vec(),
+        }),
+        ..Default::default()
+    };
+    let (f, d) = (name("f"), name("d"));
+    fs.create(&ctx, ROOT_INODE, n(&f), 0o644, libc::O_RDWR as u32, 0, 0)
+        .unwrap();
+    fs.mkdir(&ctx, ROOT_INODE, n(&d), 0o755, 0).unwrap();
+    for p in ["f", "d"] {
+        assert_eq!(xattr_list(&td.path().join(p)), b"user.label\0");
+    }
+}
