@@ -28,12 +28,15 @@
 //!
 //! # Umask and the current directory
 //!
-//! The process umask is set to 0 when the file system is created, and creating requests apply
-//! the guest's umask to the mode themselves (`mode & !umask`; without `FUSE_DONT_MASK` the guest
-//! kernel has already done so, so this changes nothing). With POSIX ACLs the umask must only
-//! apply when the parent directory has no default ACL, which only the host kernel can decide:
-//! then the thread gets its own file system context (`unshare(CLONE_FS)`) and the guest's umask
-//! is installed with `umask(2)` for the call, while the mode is passed unmasked.
+//! The host must create files with exactly the mode the guest asks for, not masked again by
+//! the daemon's own umask, yet the process umask must not change (it also governs the
+//! daemon's sockets and logs). So each thread that creates files gets its own file system
+//! context once (`unshare(CLONE_FS)`), and creating requests set that thread's umask:
+//! to 0 with the guest's umask applied to the mode here (`mode & !umask`; without
+//! `FUSE_DONT_MASK` the guest kernel has already done so, so this changes nothing), or, with
+//! POSIX ACLs, to the guest's umask with the mode passed unmasked, because the umask must
+//! only apply when the parent directory has no default ACL, which only the host kernel can
+//! decide. Where `unshare` is refused the process umask applies on top (logged once).
 //!
 //! The same per-thread context lets the thread's current directory be `/proc/self/fd`, so that
 //! extended attribute calls on symlinks and special files (which cannot be opened) can name the
@@ -224,15 +227,6 @@ pub(crate) fn set_thread_umask(umask: u32) -> io::Result<()> {
         THREAD_FS.with(|c| c.set(st));
     }
     Ok(())
-}
-
-/// Resets the calling thread's umask to 0 if it has its own (no-op otherwise: the process
-/// umask is 0).
-pub(crate) fn clear_thread_umask() {
-    let st = THREAD_FS.with(|c| c.get());
-    if st.state == FsState::Private && st.umask != 0 {
-        let _ = set_thread_umask(0);
-    }
 }
 
 /// Makes `proc_self_fd` the calling thread's current directory, so that `"N"` names fd N.

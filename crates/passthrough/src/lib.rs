@@ -100,8 +100,8 @@ pub(crate) fn limit_warning(what: &str, max: usize) {
 }
 
 impl PassthroughFs {
-    /// Opens the shared directory and prepares the inode table. Sets the process umask to 0
-    /// (creating requests apply the guest's umask themselves).
+    /// Opens the shared directory and `/proc/self/fd` and prepares the inode table. Call it
+    /// before entering a sandbox that hides `/proc`.
     pub fn new(cfg: Config) -> io::Result<Self> {
         let root = rustix::fs::open(
             &cfg.root_dir,
@@ -128,7 +128,6 @@ impl PassthroughFs {
             ino: st.st_ino,
             mnt_id,
         };
-        rustix::process::umask(Mode::empty());
         let generation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -231,7 +230,9 @@ impl PassthroughFs {
                 return mode & 0o7777;
             }
         } else {
-            credentials::clear_thread_umask();
+            // Masked here; the host must not mask again with the daemon's umask. Without a
+            // private umask (unshare refused) the process umask still applies.
+            let _ = credentials::set_thread_umask(0);
         }
         mode & !umask & 0o7777
     }

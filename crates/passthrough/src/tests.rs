@@ -241,6 +241,23 @@ fn umask_is_applied() {
         .unwrap();
     assert_eq!(e.attr.st_mode & 0o7777, 0o750);
     assert_eq!(e.attr.st_mode & libc::S_IFMT, libc::S_IFDIR);
+    // The daemon's own umask (the process's, 022 or so) does not mask the guest's mode.
+    let d2 = name("d2");
+    let e = fs.mkdir(&root_ctx(), ROOT_INODE, n(&d2), 0o777, 0).unwrap();
+    assert_eq!(e.attr.st_mode & 0o7777, 0o777);
+    let f = name("f");
+    let (e, _) = fs
+        .create(
+            &root_ctx(),
+            ROOT_INODE,
+            n(&f),
+            0o666,
+            libc::O_RDWR as u32,
+            0,
+            0,
+        )
+        .unwrap();
+    assert_eq!(e.attr.st_mode & 0o7777, 0o666);
 }
 
 #[test]
