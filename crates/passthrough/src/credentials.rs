@@ -192,11 +192,13 @@ fn private_fs() -> io::Result<ThreadFs> {
     match st.state {
         FsState::Private => Ok(st),
         FsState::Failed => Err(errno(libc::ENOTSUP)),
-        // SAFETY: unsharing CLONE_FS gives this thread a private copy of its root, current
-        // directory and umask; nothing in this process relies on those being shared between
-        // threads (all paths the file system uses are relative to fds it holds).
         FsState::Shared => {
-            match unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) } {
+            // SAFETY: unsharing CLONE_FS gives this thread a private copy of its root, current
+            // directory and umask, which is what we want; the file system resolves every path
+            // relative to fds it holds, and request worker threads do not rely on sharing the
+            // current directory or umask with other threads.
+            let r = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) };
+            match r {
                 Ok(()) => {
                     st.state = FsState::Private;
                     st.umask = rustix::process::umask(rustix::fs::Mode::empty()).bits();

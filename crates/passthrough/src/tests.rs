@@ -958,12 +958,21 @@ fn destroy_drops_everything_but_root() {
 
 #[test]
 fn creds_switch_sets_owner() {
+    creds_switch_sets_owner_with(InodeFileHandles::Never);
+}
+
+#[test]
+fn creds_switch_sets_owner_with_file_handles() {
+    creds_switch_sets_owner_with(InodeFileHandles::Mandatory);
+}
+
+fn creds_switch_sets_owner_with(handles: InodeFileHandles) {
     if rustix::process::geteuid().as_raw() != 0 {
         return;
     }
     let td = tempfile::tempdir().unwrap();
     std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let fs = new_fs(td.path());
+    let fs = new_fs_with(td.path(), |c| c.inode_file_handles = handles);
     let ctx = Context {
         uid: 1000,
         gid: 1001,
