@@ -1421,3 +1421,34 @@ fn security_context_is_set_on_new_inodes() {
         assert_eq!(xattr_list(&td.path().join(p)), b"user.label\0");
     }
 }
+
+#[test]
+fn concurrent_lookups_and_forgets_keep_counts_exact() {
+    use std::sync::Arc;
+    let td = tempfile::tempdir().unwrap();
+    for i in 0..8 {
+        std::fs::write(td.path().join(format!("f{i}")), b"").unwrap();
+    }
+    let fs = Arc::new(new_fs(td.path()));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let fs = fs.clone();
+            std::thread::spawn(move || {
+                for round in 0..500 {
+                    let name = format!("f{}", (round + t) % 8);
+                    let e = lookup(&fs, ROOT_INODE, &name).unwrap();
+                    let o = fs.open(&root_ctx(), e.inode, 0, 0).unwrap();
+                    fs.getattr(&root_ctx(), e.inode, Some(o.handle)).unwrap();
+                    fs.release(&root_ctx(), e.inode, 0, o.handle, false, false, None)
+                        .unwrap();
+                    fs.forget(e.inode, 1);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(fs.inode_count(), 1);
+    assert_eq!(fs.handle_count(), 0);
+}
