@@ -31,7 +31,9 @@ if [ ! -d corpus/server_request ]; then
     cargo run -q --manifest-path corpus-gen/Cargo.toml
 fi
 
-cargo fuzz build "${targets[@]:0:0}"
+tdir="${CARGO_TARGET_DIR:-$here/target}"
+unset CARGO_TARGET_DIR
+cargo fuzz build --target-dir "$tdir"
 
 failed=()
 for t in "${targets[@]}"; do
@@ -39,7 +41,7 @@ for t in "${targets[@]}"; do
     log="$(mktemp)"
     echo "=== $t: ${secs}s"
     # -rss_limit_mb: the guest-memory target maps two small regions per input, well under it.
-    if cargo fuzz run "$t" "work-corpus/$t" "corpus/$t" -- \
+    if cargo fuzz run --target-dir "$tdir" "$t" "work-corpus/$t" "corpus/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 \
         >"$log" 2>&1; then
         grep -E "^stat::number_of_executed_units|^stat::new_units_added|^#[0-9]+.*DONE" "$log" || true

@@ -20,7 +20,13 @@
 //! supervisor that forwards `SIGTERM`, `SIGINT`, `SIGHUP` and `SIGQUIT` to the daemon and exits
 //! with its status. The daemon is pid 1 of a new pid namespace, so a signal it has no handler for
 //! is ignored: [`enter`] installs a fallback handler that exits with status `128 + signal` for
-//! those four signals, which the daemon may replace with its own handler.
+//! those four signals, which the daemon may replace with its own handler. The caller's signal
+//! mask is kept, so a daemon that blocks these signals and `sigwait`s for them in a thread still
+//! receives them there.
+//!
+//! After [`enter`] in namespace or chroot mode, `/proc` is no longer reachable by path: a file
+//! system that needs `/proc/self/fd` must take the descriptor from [`proc_self_fd`] rather than
+//! open the path itself.
 
 mod caps;
 mod seccomp;
@@ -189,19 +195,23 @@ fn enter_namespaces(shared: &Path) -> Result<(), Error> {
     .map_err(sys("unshare(mount, pid, net, ipc namespaces)"))?;
 
     // Block the forwarded signals (and SIGCHLD) before forking so none is lost in between; the
-    // child unblocks them.
+    // child restores the caller's mask.
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
     }
     set.add(Signal::SIGCHLD);
-    set.thread_block().map_err(sys("sigprocmask"))?;
+    let old_mask = set
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .map_err(sys("sigprocmask"))?;
 
     // SAFETY: the caller guarantees the process is single-threaded (documented on `enter`).
     match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Parent { child } => supervise(child, &set),
         ForkResult::Child => {
-            set.thread_unblock().map_err(sys("sigprocmask"))?;
+            // Back to the caller's mask: a daemon that blocks SIGTERM to `sigwait` for it in a
+            // thread keeps doing so.
+            old_mask.thread_set_mask().map_err(sys("sigprocmask"))?;
             // Die with the supervisor.
             // SAFETY: plain prctl with integer arguments.
             if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {

@@ -109,6 +109,20 @@ fn child(case: &str, dir: &Path) -> i32 {
             std::thread::sleep(Duration::from_secs(30));
             0
         }
+        "namespace-sigwait" => {
+            // A daemon that blocks SIGTERM and waits for it keeps receiving it.
+            let mut set = nix::sys::signal::SigSet::empty();
+            set.add(nix::sys::signal::Signal::SIGTERM);
+            set.thread_block().unwrap();
+            if enter(SandboxMode::Namespace, dir).is_err() {
+                return 20;
+            }
+            fs::write("/ready", b"").unwrap();
+            match set.wait() {
+                Ok(nix::sys::signal::Signal::SIGTERM) => 42,
+                _ => 40,
+            }
+        }
         "chroot" => {
             if enter(SandboxMode::Chroot, dir).ok().as_deref() != Some(Path::new("/")) {
                 return 30;
@@ -199,6 +213,24 @@ fn main() {
     report(
         st.code() == Some(128 + libc::SIGTERM) && start.elapsed() < Duration::from_secs(10),
         &format!("supervisor forwards SIGTERM to pid 1 ({st:?})"),
+    );
+
+    let d = shared_dir();
+    let mut c = Command::new(&exe)
+        .args(["--child", "namespace-sigwait"])
+        .arg(d.path())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !d.path().join("ready").exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let st = c.wait().unwrap();
+    report(
+        st.code() == Some(42),
+        &format!("a daemon blocking SIGTERM receives it with sigwait ({st:?})"),
     );
 
     if root {
