@@ -266,9 +266,13 @@ impl XattrMap {
     /// Maps an attribute name found on the host to the name shown to the guest.
     ///
     /// `None` means the attribute is hidden from the guest (a `bad` or `unsupported` rule, no
-    /// matching rule, or a name that would become empty once its prefix is stripped).
+    /// matching rule, an empty name, or a name that would become empty once its prefix is
+    /// stripped).
     pub fn host_to_guest(&self, name: &CStr) -> Option<CString> {
         let bytes = name.to_bytes();
+        if bytes.is_empty() {
+            return None;
+        }
         let rule = self
             .rules
             .iter()
@@ -457,6 +461,13 @@ mod tests {
         let list = b"user.virtiofs.trusted.overlay.opaque\0trusted.raw\0user.mime\0\0junk";
         let out = m.host_list_to_guest(list);
         assert_eq!(out, b"trusted.overlay.opaque\0user.mime\0");
+    }
+
+    #[test]
+    fn empty_host_name_is_hidden() {
+        // Found by the xattrmap_parse fuzz target: `ok` passed an empty name through.
+        let m = parse(":ok:all:::").unwrap();
+        assert_eq!(h2g(&m, ""), None);
     }
 
     #[test]
