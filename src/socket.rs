@@ -24,7 +24,13 @@ pub struct SocketCleanup {
 }
 
 fn file_id(st: &nix::sys::stat::FileStat) -> (u64, u64, u32, i64, i64) {
-    (st.st_dev, st.st_ino, st.st_mode, st.st_ctime, st.st_ctime_nsec)
+    (
+        st.st_dev,
+        st.st_ino,
+        st.st_mode,
+        st.st_ctime,
+        st.st_ctime_nsec,
+    )
 }
 
 impl SocketCleanup {

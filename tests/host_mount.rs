@@ -1,0 +1,1126 @@
+//! Host-mount tests: the real `vhostfs` binary serves a temporary directory through
+//! `/dev/fuse` (`--fuse-mountpoint`), and ordinary programs and syscalls use the mount. Every
+//! operation is also done directly on a plain host directory on the same file system, and the
+//! results (values and errnos) must be the same.
+//!
+//! Needs root and `/dev/fuse`; every test skips itself otherwise.
+
+mod common;
+
+use std::ffi::CString;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{c, errno, io, sys, Fixture};
+
+type R<T> = Result<T, i32>;
+
+/// Runs `op` on the mount and on the reference directory and asserts equal outcomes.
+fn same<T: PartialEq + Debug>(fx: &Fixture, what: &str, op: impl Fn(&Path) -> T) {
+    let on_mount = op(&fx.mnt);
+    let on_host = op(&fx.reference);
+    assert_eq!(
+        on_mount,
+        on_host,
+        "{what}: through the mount (left) differs from the host (right)\ndaemon log:\n{}",
+        fx.log_text()
+    );
+}
+
+/// File type, permission bits, size, link count, owner and rdev: what should match.
+#[derive(Debug, PartialEq, Eq)]
+struct St {
+    mode: u32,
+    size: u64,
+    nlink: u64,
+    uid: u32,
+    gid: u32,
+    rdev: u64,
+}
+
+fn lst(p: &Path) -> R<St> {
+    let m = io(fs::symlink_metadata(p))?;
+    Ok(St {
+        mode: m.mode(),
+        // Directory sizes are file-system specific.
+        size: if m.is_dir() { 0 } else { m.size() },
+        nlink: m.nlink(),
+        uid: m.uid(),
+        gid: m.gid(),
+        rdev: m.rdev(),
+    })
+}
+
+fn read_all(p: &Path) -> R<Vec<u8>> {
+    io(fs::read(p))
+}
+
+fn fixture(extra: &[&str]) -> Option<Fixture> {
+    Fixture::start(extra)
+}
+
+#[test]
+fn create_read_write_append_truncate() {
+    let Some(fx) = fixture(&[]) else { return };
+    same(&fx, "write/read", |d| {
+        let p = d.join("f");
+        io(fs::write(&p, b"hello world"))?;
+        let a = read_all(&p)?;
+        let mut f = io(OpenOptions::new().append(true).open(&p))?;
+        io(f.write_all(b", appended"))?;
+        drop(f);
+        let b = read_all(&p)?;
+        let f = io(OpenOptions::new().write(true).open(&p))?;
+        io(f.set_len(5))?;
+        let c1 = read_all(&p)?;
+        io(f.set_len(8))?;
+        drop(f);
+        let c2 = read_all(&p)?;
+        let mut f = io(OpenOptions::new().read(true).write(true).open(&p))?;
+        io(f.seek(SeekFrom::Start(100)))?;
+        io(f.write_all(b"x"))?;
+        let st = lst(&p)?;
+        Ok::<_, i32>((a, b, c1, c2, st))
+    });
+    same(&fx, "O_EXCL and missing files", |d| {
+        let p = d.join("g");
+        let first = io(OpenOptions::new().write(true).create_new(true).open(&p)).map(|_| ());
+        let second = io(OpenOptions::new().write(true).create_new(true).open(&p)).map(|_| ());
+        let missing = io(File::open(d.join("nope"))).map(|_| ());
+        let trunc = io(OpenOptions::new().write(true).truncate(true).open(&p)).map(|_| ());
+        (first, second, missing, trunc)
+    });
+    same(&fx, "large write and read back", |d| {
+        let p = d.join("big");
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i * 7 + i / 4096) as u8)
+            .collect();
+        io(fs::write(&p, &data))?;
+        let back = read_all(&p)?;
+        Ok::<_, i32>((back == data, back.len()))
+    });
+}
+
+#[test]
+fn chmod_chown_utimens() {
+    let Some(fx) = fixture(&[]) else { return };
+    same(&fx, "chmod/chown", |d| {
+        let p = d.join("f");
+        io(fs::write(&p, b"x"))?;
+        io(fs::set_permissions(&p, fs::Permissions::from_mode(0o640)))?;
+        let a = lst(&p)?;
+        let cp = c(&p);
+        // SAFETY: valid C string.
+        sys(unsafe { libc::chown(cp.as_ptr(), 1234, 5678) })?;
+        let b = lst(&p)?;
+        // SAFETY: valid C string; -1 leaves the group alone.
+        sys(unsafe { libc::chown(cp.as_ptr(), 4321, u32::MAX) })?;
+        let c2 = lst(&p)?;
+        io(fs::set_permissions(&p, fs::Permissions::from_mode(0o4755)))?;
+        let s = lst(&p)?;
+        Ok::<_, i32>((a, b, c2, s))
+    });
+    same(&fx, "utimensat", |d| {
+        let p = d.join("t");
+        io(fs::write(&p, b"x"))?;
+        let cp = c(&p);
+        let times = [
+            libc::timespec {
+                tv_sec: 1_000_000_000,
+                tv_nsec: 123_456_789,
+            },
+            libc::timespec {
+                tv_sec: 1_500_000_000,
+                tv_nsec: 987_654_321,
+            },
+        ];
+        // SAFETY: valid C string and a two-element timespec array.
+        sys(unsafe { libc::utimensat(libc::AT_FDCWD, cp.as_ptr(), times.as_ptr(), 0) })?;
+        let m = io(fs::metadata(&p))?;
+        let set = (m.atime(), m.atime_nsec(), m.mtime(), m.mtime_nsec());
+        let now = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            },
+        ];
+        // SAFETY: as above.
+        sys(unsafe { libc::utimensat(libc::AT_FDCWD, cp.as_ptr(), now.as_ptr(), 0) })?;
+        let m = io(fs::metadata(&p))?;
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mtime_is_now = (m.mtime() - wall).abs() < 60;
+        let atime_kept = (m.atime(), m.atime_nsec()) == (set.0, set.1);
+        Ok::<_, i32>((set, mtime_is_now, atime_kept))
+    });
+}
+
+#[test]
+fn symlink_readlink_and_special_files() {
+    let Some(fx) = fixture(&[]) else { return };
+    same(&fx, "symlink/readlink", |d| {
+        io(std::os::unix::fs::symlink("some/target", d.join("l")))?;
+        let t = io(fs::read_link(d.join("l")))?;
+        let st = lst(&d.join("l"))?;
+        io(fs::write(d.join("plain"), b""))?;
+        let not_link = io(fs::read_link(d.join("plain"))).map(|_| ());
+        let dangling = io(fs::read(d.join("l"))).map(|_| ());
+        let again = io(std::os::unix::fs::symlink("x", d.join("l")));
+        Ok::<_, i32>((t, st, not_link, dangling, again))
+    });
+    same(&fx, "mknod fifo, socket, char device", |d| {
+        let mut out = Vec::new();
+        for (name, mode, dev) in [
+            ("fifo", libc::S_IFIFO | 0o644, 0),
+            ("sock", libc::S_IFSOCK | 0o600, 0),
+            ("null", libc::S_IFCHR | 0o666, libc::makedev(1, 3)),
+            ("blk", libc::S_IFBLK | 0o600, libc::makedev(7, 0)),
+        ] {
+            let p = c(&d.join(name));
+            // SAFETY: valid C string.
+            let r = sys(unsafe { libc::mknod(p.as_ptr(), mode, dev) });
+            let ft = fs::symlink_metadata(d.join(name)).map(|m| {
+                let t = m.file_type();
+                (
+                    t.is_fifo(),
+                    t.is_socket(),
+                    t.is_char_device(),
+                    t.is_block_device(),
+                )
+            });
+            out.push((r, io(ft), lst(&d.join(name))));
+        }
+        out
+    });
+}
+
+#[test]
+fn mkdir_rmdir_unlink_errors() {
+    let Some(fx) = fixture(&[]) else { return };
+    same(&fx, "directory operations", |d| {
+        let dir = d.join("dir");
+        let a = io(fs::create_dir(&dir));
+        let b = io(fs::create_dir(&dir));
+        io(fs::write(dir.join("f"), b"x"))?;
+        let not_empty = io(fs::remove_dir(&dir));
+        let unlink_dir = io(fs::remove_file(&dir));
+        let rmdir_file = io(fs::remove_dir(dir.join("f")));
+        let missing = io(fs::remove_file(d.join("missing")));
+        let under_file = io(fs::create_dir(dir.join("f").join("sub")));
+        io(fs::remove_file(dir.join("f")))?;
+        let ok = io(fs::remove_dir(&dir));
+        let gone = lst(&dir);
+        let long = io(fs::write(d.join("x".repeat(256)), b"")).map(|_| ());
+        Ok::<_, i32>((
+            a, b, not_empty, unlink_dir, rmdir_file, missing, under_file, ok, gone, long,
+        ))
+    });
+}
+
+fn renameat2(from: &Path, to: &Path, flags: u32) -> R<i64> {
+    let (f, t) = (c(from), c(to));
+    // SAFETY: valid C strings.
+    sys(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    })
+}
+
+#[test]
+fn rename_variants_and_hard_links() {
+    let Some(fx) = fixture(&[]) else { return };
+    same(&fx, "rename, RENAME_NOREPLACE, RENAME_EXCHANGE", |d| {
+        io(fs::write(d.join("a"), b"A"))?;
+        io(fs::write(d.join("b"), b"B"))?;
+        io(fs::create_dir(d.join("dir")))?;
+        let plain = io(fs::rename(d.join("a"), d.join("a2")));
+        let noreplace = renameat2(&d.join("a2"), &d.join("b"), libc::RENAME_NOREPLACE);
+        let exchange = renameat2(&d.join("a2"), &d.join("b"), libc::RENAME_EXCHANGE);
+        let contents = (read_all(&d.join("a2"))?, read_all(&d.join("b"))?);
+        let exchange_missing = renameat2(&d.join("a2"), &d.join("zz"), libc::RENAME_EXCHANGE);
+        let file_over_dir = io(fs::rename(d.join("b"), d.join("dir")));
+        let into_dir = io(fs::rename(d.join("b"), d.join("dir").join("b")));
+        let replace = io(fs::rename(d.join("a2"), d.join("dir").join("b")));
+        let after = read_all(&d.join("dir").join("b"))?;
+        Ok::<_, i32>((
+            plain,
+            noreplace,
+            exchange,
+            contents,
+            exchange_missing,
+            file_over_dir,
+            into_dir,
+            replace,
+            after,
+        ))
+    });
+    same(&fx, "hard links share an inode", |d| {
+        io(fs::write(d.join("orig"), b"data"))?;
+        let l = io(fs::hard_link(d.join("orig"), d.join("link")));
+        let a = io(fs::metadata(d.join("orig")))?;
+        let b = io(fs::metadata(d.join("link")))?;
+        let exists = io(fs::hard_link(d.join("orig"), d.join("link")));
+        io(fs::create_dir(d.join("dir")))?;
+        let dir_link = io(fs::hard_link(d.join("dir"), d.join("dirlink")));
+        Ok::<_, i32>((l, a.ino() == b.ino(), a.nlink(), exists, dir_link))
+    });
+}
+
+#[test]
+fn tmpfile_and_umask() {
+    let Some(fx) = fixture(&[]) else { return };
+    same(&fx, "O_TMPFILE", |d| {
+        let dir = c(d);
+        // SAFETY: valid C string.
+        let fd = sys(unsafe { libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR, 0o600) })?;
+        // SAFETY: fd was just opened and is owned here.
+        let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        io(f.write_all(b"anonymous"))?;
+        let entries = io(fs::read_dir(d))?.count();
+        let proc = CString::new(format!("/proc/self/fd/{fd}")).unwrap();
+        let target = c(&d.join("named"));
+        // SAFETY: valid C strings.
+        let linked = sys(unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        });
+        let content = read_all(&d.join("named"));
+        Ok::<_, i32>((entries, linked, content, lst(&d.join("named"))))
+    });
+    same(&fx, "umask applies to creation", |d| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("umask 027 && mkdir d && : > f && mkfifo p && ls -ln")
+            .current_dir(d)
+            .output()
+            .map_err(|_| -1)?;
+        Ok::<_, i32>((
+            out.status.code(),
+            lst(&d.join("d"))?.mode,
+            lst(&d.join("f"))?.mode,
+            lst(&d.join("p"))?.mode,
+        ))
+    });
+}
+
+fn getxattr(p: &Path, name: &str, size: usize) -> R<Vec<u8>> {
+    let (cp, cn) = (c(p), CString::new(name).unwrap());
+    let mut buf = vec![0u8; size];
+    // SAFETY: valid C strings; buf is valid for `size` bytes (null when 0).
+    let n = sys(unsafe {
+        libc::getxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            },
+            size,
+        ) as i64
+    })?;
+    if size == 0 {
+        return Ok(n.to_string().into_bytes());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+fn listxattr(p: &Path, size: usize) -> R<Vec<Vec<u8>>> {
+    let cp = c(p);
+    let mut buf = vec![0u8; size];
+    // SAFETY: valid C string; buf is valid for `size` bytes (null when 0).
+    let n = sys(unsafe {
+        libc::listxattr(
+            cp.as_ptr(),
+            if size == 0 {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            },
+            size,
+        ) as i64
+    })?;
+    if size == 0 {
+        return Ok(vec![n.to_string().into_bytes()]);
+    }
+    buf.truncate(n as usize);
+    let mut names: Vec<Vec<u8>> = buf
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_vec())
+        .collect();
+    // Only our own attributes (security.* may be added by the host).
+    names.retain(|n| n.starts_with(b"user."));
+    names.sort();
+    Ok(names)
+}
+
+fn setxattr(p: &Path, name: &str, value: &[u8], flags: i32) -> R<i64> {
+    let (cp, cn) = (c(p), CString::new(name).unwrap());
+    // SAFETY: valid C strings and value slice.
+    sys(unsafe {
+        libc::setxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+}
+
+#[test]
+fn extended_attributes() {
+    let Some(fx) = fixture(&["--xattr"]) else {
+        return;
+    };
+    same(&fx, "xattrs", |d| {
+        let p = d.join("f");
+        io(fs::write(&p, b"x"))?;
+        let set = setxattr(&p, "user.color", b"blue-green", 0);
+        let create_again = setxattr(&p, "user.color", b"red", libc::XATTR_CREATE);
+        let replace_missing = setxattr(&p, "user.none", b"red", libc::XATTR_REPLACE);
+        let set2 = setxattr(&p, "user.second", b"", 0);
+        let probe = getxattr(&p, "user.color", 0);
+        let value = getxattr(&p, "user.color", 64);
+        let small = getxattr(&p, "user.color", 3);
+        let empty = getxattr(&p, "user.second", 16);
+        let missing = getxattr(&p, "user.missing", 16);
+        let list = listxattr(&p, 4096);
+        let list_small = listxattr(&p, 1);
+        let removed = {
+            let (cp, cn) = (c(&p), CString::new("user.color").unwrap());
+            // SAFETY: valid C strings.
+            sys(unsafe { libc::removexattr(cp.as_ptr(), cn.as_ptr()) })
+        };
+        let removed_again = {
+            let (cp, cn) = (c(&p), CString::new("user.color").unwrap());
+            // SAFETY: valid C strings.
+            sys(unsafe { libc::removexattr(cp.as_ptr(), cn.as_ptr()) })
+        };
+        let list_after = listxattr(&p, 4096);
+        let bad_ns = setxattr(&p, "nonsense.attr", b"x", 0);
+        io(fs::create_dir(d.join("dir")))?;
+        let on_dir = setxattr(&d.join("dir"), "user.d", b"dirval", 0);
+        let dir_value = getxattr(&d.join("dir"), "user.d", 64);
+        Ok::<_, i32>(vec![
+            format!("set {set:?}"),
+            format!("create_again {create_again:?}"),
+            format!("replace_missing {replace_missing:?}"),
+            format!("set2 {set2:?}"),
+            format!("probe {probe:?}"),
+            format!("value {value:?}"),
+            format!("small {small:?}"),
+            format!("empty {empty:?}"),
+            format!("missing {missing:?}"),
+            format!("list {list:?}"),
+            format!("list_small {list_small:?}"),
+            format!("removed {removed:?}"),
+            format!("removed_again {removed_again:?}"),
+            format!("list_after {list_after:?}"),
+            format!("bad_ns {bad_ns:?}"),
+            format!("on_dir {on_dir:?}"),
+            format!("dir_value {dir_value:?}"),
+        ])
+    });
+}
+
+#[test]
+fn readdir_of_a_large_directory() {
+    let Some(fx) = fixture(&[]) else { return };
+    same(&fx, "readdir 1000 entries", |d| {
+        let dir = d.join("big");
+        io(fs::create_dir(&dir))?;
+        for i in 0..1000 {
+            let name = format!("entry-{i:04}-{}", "n".repeat(i % 50));
+            if i % 10 == 0 {
+                io(fs::create_dir(dir.join(name)))?;
+            } else {
+                io(fs::write(dir.join(name), b""))?;
+            }
+        }
+        let mut names: Vec<(String, bool)> = io(fs::read_dir(&dir))?
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.file_type().unwrap().is_dir(),
+                )
+            })
+            .collect();
+        names.sort();
+        // Read again while removing entries: no entry may be returned twice.
+        let mut seen = std::collections::HashSet::new();
+        let mut dup = false;
+        for (i, e) in io(fs::read_dir(&dir))?.enumerate() {
+            let name = e.unwrap().file_name();
+            dup |= !seen.insert(name);
+            if i % 3 == 0 {
+                let _ = fs::remove_file(dir.join(format!(
+                    "entry-{:04}-{}",
+                    i + 500,
+                    "n".repeat((i + 500) % 50)
+                )));
+            }
+        }
+        Ok::<_, i32>((names.len(), names, dup))
+    });
+}
+
+#[test]
+fn statfs_and_syncs() {
+    let Some(fx) = fixture(&[]) else { return };
+    let stat = |p: &Path| {
+        let cp = c(p);
+        // SAFETY: zeroed statvfs is a valid out-parameter.
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and out-pointer.
+        sys(unsafe { libc::statvfs(cp.as_ptr(), &mut s) })
+            .map(|_| (s.f_bsize, s.f_blocks, s.f_namemax, s.f_files))
+    };
+    assert_eq!(
+        stat(&fx.mnt),
+        stat(&fx.share),
+        "statvfs of the mount vs the shared dir"
+    );
+    same(&fx, "fsync, fdatasync, syncfs", |d| {
+        let mut f = io(File::create(d.join("f")))?;
+        io(f.write_all(b"data"))?;
+        let a = io(f.sync_all());
+        let b = io(f.sync_data());
+        // SAFETY: valid open fd.
+        let s = sys(unsafe { libc::syncfs(f.as_raw_fd()) });
+        let dir = io(File::open(d))?;
+        let dsync = io(dir.sync_all());
+        Ok::<_, i32>((a, b, s, dsync))
+    });
+}
+
+#[test]
+fn fallocate_lseek_copy_file_range() {
+    let Some(fx) = fixture(&[]) else { return };
+    same(&fx, "fallocate modes", |d| {
+        let p = d.join("f");
+        let f = io(OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p))?;
+        let fd = f.as_raw_fd();
+        io((&f).write_all(&vec![0xAAu8; 64 * 1024]))?;
+        // SAFETY: valid fd for all fallocate calls.
+        let extend = sys(unsafe { libc::fallocate(fd, 0, 0, 128 * 1024) });
+        let size1 = io(f.metadata())?.len();
+        let keep = sys(unsafe { libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, 1024 * 1024) });
+        let size2 = io(f.metadata())?.len();
+        let punch = sys(unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                4096,
+                8192,
+            )
+        });
+        let punch_no_keep =
+            sys(unsafe { libc::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE, 4096, 8192) });
+        let zero = sys(unsafe { libc::fallocate(fd, libc::FALLOC_FL_ZERO_RANGE, 20000, 5000) });
+        let bad = sys(unsafe { libc::fallocate(fd, 0, -1, 10) });
+        drop(f);
+        let content = read_all(&p)?;
+        let sum: u64 = content.iter().map(|&b| b as u64).sum();
+        Ok::<_, i32>((
+            extend,
+            size1,
+            keep,
+            size2,
+            punch,
+            punch_no_keep,
+            zero,
+            bad,
+            content.len(),
+            sum,
+        ))
+    });
+    same(&fx, "SEEK_DATA / SEEK_HOLE", |d| {
+        let p = d.join("sparse");
+        let mut f = io(OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p))?;
+        io(f.write_all(&[1u8; 4096]))?;
+        io(f.seek(SeekFrom::Start(1 << 20)))?;
+        io(f.write_all(&[2u8; 4096]))?;
+        io(f.sync_all())?;
+        let fd = f.as_raw_fd();
+        // SAFETY: valid fd for all lseek calls.
+        let r = [
+            sys(unsafe { libc::lseek(fd, 0, libc::SEEK_DATA) }),
+            sys(unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) }),
+            sys(unsafe { libc::lseek(fd, 8192, libc::SEEK_DATA) }),
+            sys(unsafe { libc::lseek(fd, (1 << 20) + 10, libc::SEEK_HOLE) }),
+            sys(unsafe { libc::lseek(fd, 10 << 20, libc::SEEK_DATA) }),
+            sys(unsafe { libc::lseek(fd, 10 << 20, libc::SEEK_HOLE) }),
+            sys(unsafe { libc::lseek(fd, 5, libc::SEEK_END) }),
+            sys(unsafe { libc::lseek(fd, -5, libc::SEEK_SET) }),
+        ];
+        Ok::<_, i32>(r)
+    });
+    same(&fx, "copy_file_range", |d| {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        io(fs::write(d.join("src"), &data))?;
+        let src = io(File::open(d.join("src")))?;
+        let dst = io(OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(d.join("dst")))?;
+        let mut off_in: i64 = 1000;
+        let mut off_out: i64 = 10;
+        // SAFETY: valid fds and offset pointers.
+        let n = sys(unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                50_000,
+                0,
+            ) as i64
+        });
+        let bad_flags = sys(unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                10,
+                1,
+            ) as i64
+        });
+        drop(dst);
+        let out = read_all(&d.join("dst"))?;
+        Ok::<_, i32>((
+            n,
+            off_in,
+            off_out,
+            bad_flags,
+            out.len(),
+            out[10..] == data[1000..51000],
+        ))
+    });
+}
+
+fn ofd_lock(f: &File, typ: i32, start: i64, len: i64, cmd: i32) -> R<(i16, i64, i64)> {
+    // SAFETY: zeroed flock is valid; fields set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: valid fd and flock pointer.
+    sys(unsafe { libc::fcntl(f.as_raw_fd(), cmd, &mut fl) })?;
+    Ok((fl.l_type, fl.l_start, fl.l_len))
+}
+
+#[test]
+fn posix_and_flock_locks() {
+    let Some(fx) = fixture(&[]) else { return };
+    same(&fx, "OFD locks between two open file descriptions", |d| {
+        io(fs::write(d.join("f"), b"0123456789"))?;
+        let a = io(OpenOptions::new().read(true).write(true).open(d.join("f")))?;
+        let b = io(OpenOptions::new().read(true).write(true).open(d.join("f")))?;
+        let take = ofd_lock(&a, libc::F_WRLCK, 0, 5, libc::F_OFD_SETLK);
+        let conflict = ofd_lock(&b, libc::F_WRLCK, 2, 2, libc::F_OFD_SETLK);
+        let read_conflict = ofd_lock(&b, libc::F_RDLCK, 4, 1, libc::F_OFD_SETLK);
+        let other_range = ofd_lock(&b, libc::F_WRLCK, 5, 5, libc::F_OFD_SETLK);
+        let probe = ofd_lock(&b, libc::F_WRLCK, 0, 0, libc::F_OFD_GETLK);
+        let unlock = ofd_lock(&a, libc::F_UNLCK, 0, 5, libc::F_OFD_SETLK);
+        let now_free = ofd_lock(&b, libc::F_WRLCK, 0, 5, libc::F_OFD_SETLK);
+        Ok::<_, i32>((
+            take,
+            conflict,
+            read_conflict,
+            other_range,
+            probe,
+            unlock,
+            now_free,
+        ))
+    });
+    same(&fx, "flock between two open file descriptions", |d| {
+        io(fs::write(d.join("g"), b""))?;
+        let a = io(File::open(d.join("g")))?;
+        let b = io(File::open(d.join("g")))?;
+        // SAFETY: valid fds.
+        let r = unsafe {
+            [
+                sys(libc::flock(a.as_raw_fd(), libc::LOCK_EX)),
+                sys(libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)),
+                sys(libc::flock(b.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB)),
+                sys(libc::flock(a.as_raw_fd(), libc::LOCK_UN)),
+                sys(libc::flock(b.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB)),
+                sys(libc::flock(a.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB)),
+            ]
+        };
+        Ok::<_, i32>(r)
+    });
+
+    // A lock taken directly on the host file is seen through the mount (the daemon takes real
+    // locks on the host), and one taken through the mount is seen on the host.
+    fs::write(fx.share.join("shared"), b"0123456789").unwrap();
+    let host = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fx.share.join("shared"))
+        .unwrap();
+    let via = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fx.mnt.join("shared"))
+        .unwrap();
+    assert_eq!(
+        ofd_lock(&host, libc::F_WRLCK, 0, 0, libc::F_OFD_SETLK),
+        Ok((libc::F_WRLCK as i16, 0, 0))
+    );
+    assert_eq!(
+        ofd_lock(&via, libc::F_WRLCK, 3, 1, libc::F_OFD_SETLK),
+        Err(libc::EAGAIN),
+        "a host lock must block a conflicting lock through the mount"
+    );
+    assert_eq!(
+        ofd_lock(&via, libc::F_RDLCK, 3, 1, libc::F_OFD_GETLK).map(|l| l.0),
+        Ok(libc::F_WRLCK as i16)
+    );
+    ofd_lock(&host, libc::F_UNLCK, 0, 0, libc::F_OFD_SETLK).unwrap();
+    ofd_lock(&via, libc::F_WRLCK, 0, 0, libc::F_OFD_SETLK).unwrap();
+    assert_eq!(
+        ofd_lock(&host, libc::F_RDLCK, 0, 1, libc::F_OFD_SETLK),
+        Err(libc::EAGAIN),
+        "a lock through the mount must block a conflicting host lock"
+    );
+}
+
+/// A helper process: `lock-holder PATH` takes a POSIX write lock on PATH, prints "locked",
+/// and holds it until its stdin closes. `lock-waiter PATH` blocks in F_SETLKW until SIGALRM
+/// (no SA_RESTART) interrupts it and prints the errno.
+#[test]
+fn helper_process() {
+    let Ok(role) = std::env::var("VHOSTFS_TEST_HELPER") else {
+        return;
+    };
+    let path = std::env::var("VHOSTFS_TEST_PATH").unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: zeroed flock is valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    match role.as_str() {
+        "lock-holder" => {
+            // SAFETY: valid fd and flock pointer.
+            let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &mut fl) };
+            println!(
+                "\nHELPER: {}",
+                if r == 0 {
+                    "locked".to_string()
+                } else {
+                    format!("error {}", errno())
+                }
+            );
+            let _ = std::io::stdout().flush();
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        }
+        "lock-waiter" => {
+            extern "C" fn on_alarm(_: i32) {}
+            // SAFETY: installing a handler that does nothing; no SA_RESTART so that the
+            // blocked fcntl returns EINTR.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_alarm as extern "C" fn(i32) as usize;
+                libc::sigemptyset(&mut sa.sa_mask);
+                sa.sa_flags = 0;
+                libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+            }
+            // Deliver the signal to this very thread (the test harness has others).
+            // SAFETY: pthread_self has no preconditions.
+            let me = unsafe { libc::pthread_self() } as usize;
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(1));
+                // SAFETY: the target thread is blocked in fcntl below and outlives us.
+                unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGALRM) };
+            });
+            let start = Instant::now();
+            // SAFETY: valid fd and flock pointer.
+            let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLKW, &mut fl) };
+            let e = errno();
+            println!(
+                "\nHELPER: {} {} {}",
+                r,
+                if r < 0 { e } else { 0 },
+                start.elapsed().as_millis()
+            );
+        }
+        _ => panic!("unknown helper role"),
+    }
+    std::process::exit(0);
+}
+
+fn spawn_helper(role: &str, path: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VHOSTFS_TEST_HELPER", role)
+        .env("VHOSTFS_TEST_PATH", path)
+        .env("RUST_TEST_THREADS", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn read_line(child: &mut std::process::Child) -> String {
+    // The test harness prints its own text around ours; our line starts with "HELPER: ".
+    let Some(mut out) = child.stdout.take() else {
+        return "no stdout".into();
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while out.read(&mut byte).unwrap_or(0) == 1 {
+            if byte[0] == b'\n' {
+                let s = String::from_utf8_lossy(&line).into_owned();
+                if let Some(rest) = s.strip_prefix("HELPER: ") {
+                    let _ = tx.send(rest.to_string());
+                    return;
+                }
+                line.clear();
+            } else {
+                line.push(byte[0]);
+            }
+        }
+        let _ = tx.send("helper ended without answer".into());
+    });
+    match rx.recv_timeout(common::TIMEOUT) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = child.kill();
+            "helper timed out".into()
+        }
+    }
+}
+
+#[test]
+fn posix_locks_between_processes_and_interrupted_setlkw() {
+    let Some(fx) = fixture(&[]) else { return };
+    for d in [&fx.mnt, &fx.reference] {
+        fs::write(d.join("l"), b"0123456789").unwrap();
+    }
+    let run = |d: &Path| {
+        let mut holder = spawn_helper("lock-holder", &d.join("l"));
+        let first = read_line(&mut holder);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(d.join("l"))
+            .unwrap();
+        // SAFETY: zeroed flock is valid.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as i16;
+        // SAFETY: valid fd and flock pointer.
+        let setlk = sys(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &mut fl) });
+        // SAFETY: as above.
+        let getlk = sys(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) });
+        let holder_seen = fl.l_type == libc::F_WRLCK as i16;
+        // A waiter in F_SETLKW is interrupted by SIGALRM: the kernel sends INTERRUPT and the
+        // waiter gets EINTR instead of hanging.
+        let mut waiter = spawn_helper("lock-waiter", &d.join("l"));
+        let waited = read_line(&mut waiter);
+        let fields: Vec<i64> = waited
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let _ = waiter.wait();
+        drop(holder.stdin.take());
+        let _ = holder.wait();
+        (
+            first,
+            setlk,
+            getlk,
+            holder_seen,
+            fields.get(..2).map(|s| s.to_vec()),
+        )
+    };
+    let on_mount = run(&fx.mnt);
+    let on_host = run(&fx.reference);
+    assert_eq!(on_mount, on_host, "daemon log:\n{}", fx.log_text());
+    assert_eq!(on_host.4, Some(vec![-1, libc::EINTR as i64]));
+}
+
+#[test]
+fn access_and_suid_cleared_on_write_by_non_owner() {
+    let Some(fx) = fixture(&[]) else { return };
+    same(&fx, "access", |d| {
+        io(fs::write(d.join("f"), b"x"))?;
+        io(fs::set_permissions(
+            d.join("f"),
+            fs::Permissions::from_mode(0o600),
+        ))?;
+        let p = c(&d.join("f"));
+        let m = c(&d.join("missing"));
+        // SAFETY: valid C strings.
+        let r = unsafe {
+            [
+                sys(libc::access(p.as_ptr(), libc::R_OK | libc::W_OK)),
+                sys(libc::access(p.as_ptr(), libc::X_OK)),
+                sys(libc::access(m.as_ptr(), libc::F_OK)),
+            ]
+        };
+        // As an unprivileged user.
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+            ])
+            .arg(format!(
+                "test -r '{}' && echo readable || echo denied",
+                d.join("f").display()
+            ))
+            .output()
+            .map_err(|_| -1)?;
+        Ok::<_, i32>((r, String::from_utf8_lossy(&out.stdout).into_owned()))
+    });
+    same(&fx, "setuid/setgid cleared when a non-owner writes", |d| {
+        let p = d.join("suid");
+        io(fs::write(&p, b"x"))?;
+        io(fs::set_permissions(d, fs::Permissions::from_mode(0o777)))?;
+        io(fs::set_permissions(&p, fs::Permissions::from_mode(0o6777)))?;
+        let before = lst(&p)?.mode;
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+            ])
+            .arg(format!("echo more >> '{}'", p.display()))
+            .output()
+            .map_err(|_| -1)?;
+        let after = lst(&p)?;
+        Ok::<_, i32>((before, out.status.code(), after, read_all(&p)?))
+    });
+}
+
+#[test]
+fn sigterm_unmounts_and_exits_zero() {
+    let Some(mut fx) = fixture(&[]) else { return };
+    fs::write(fx.mnt.join("f"), b"x").unwrap();
+    let status = fx
+        .signal_and_wait(libc::SIGTERM)
+        .expect("daemon exits after SIGTERM");
+    assert!(status.success(), "exit status {status}\n{}", fx.log_text());
+    assert!(
+        !common::is_vhostfs_mount(&fx.mnt),
+        "still mounted after SIGTERM"
+    );
+    assert_eq!(fs::read(fx.share.join("f")).unwrap(), b"x");
+}
+
+#[test]
+fn external_umount_ends_the_daemon() {
+    let Some(mut fx) = fixture(&[]) else { return };
+    let p = c(&fx.mnt);
+    // SAFETY: valid C string.
+    assert_eq!(
+        unsafe { libc::umount2(p.as_ptr(), 0) },
+        0,
+        "umount: {}",
+        errno()
+    );
+    // The daemon notices (ENODEV) and exits 0 on its own.
+    let status = fx.wait_exit();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "daemon did not exit cleanly after umount: {status:?}\n{}",
+        fx.log_text()
+    );
+}
+
+const SECRET: &[u8] = b"TOPSECRET-outside-the-share";
+
+/// No file outside the share is reachable through the mount: symlinks are never followed by
+/// the daemon (the kernel follows them, relative to the mount), operations on symlink inodes
+/// do not touch their targets, and swapping a directory for a symlink while lookups run does
+/// not leak anything.
+#[test]
+fn symlinks_do_not_escape_the_share() {
+    let Some(fx) = fixture(&["--xattr"]) else {
+        return;
+    };
+    let secret = fx.outside.join("secret.txt");
+    fs::write(&secret, SECRET).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    // What the *kernel* finds when it follows "../outside" from the mount root: a decoy.
+    let decoy_dir = fx.mnt.parent().unwrap().join("outside");
+    fs::create_dir_all(&decoy_dir).unwrap();
+    fs::write(decoy_dir.join("secret.txt"), b"DECOY").unwrap();
+
+    let s = &fx.share;
+    std::os::unix::fs::symlink("../outside", s.join("rel")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../../../../..", s.join("deep")).unwrap();
+    std::os::unix::fs::symlink("/etc", s.join("etc")).unwrap();
+    std::os::unix::fs::symlink(&secret, s.join("abs-secret")).unwrap();
+    fs::create_dir(s.join("d")).unwrap();
+    fs::write(s.join("d").join("secret.txt"), b"SAFE").unwrap();
+    std::os::unix::fs::symlink("../outside", s.join("d-link")).unwrap();
+
+    let m = &fx.mnt;
+    assert_eq!(
+        fs::read_link(m.join("rel")).unwrap(),
+        Path::new("../outside")
+    );
+    assert_eq!(fs::read_link(m.join("etc")).unwrap(), Path::new("/etc"));
+    assert_eq!(
+        fs::read(m.join("rel").join("secret.txt")).unwrap(),
+        b"DECOY"
+    );
+
+    // Operations on the symlink inodes themselves must not reach the target.
+    let before = fs::metadata(&secret).unwrap();
+    let l = c(&m.join("abs-secret"));
+    // SAFETY: valid C string.
+    let _ = unsafe { libc::lchown(l.as_ptr(), 4321, 4321) };
+    let times = [
+        libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: valid C string and timespec array.
+    let _ = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            l.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    let name = CString::new("user.evil").unwrap();
+    // SAFETY: valid C strings and value.
+    let _ = unsafe { libc::lsetxattr(l.as_ptr(), name.as_ptr(), b"x".as_ptr().cast(), 1, 0) };
+    let after = fs::metadata(&secret).unwrap();
+    assert_eq!(
+        (before.uid(), before.gid(), before.mtime()),
+        (after.uid(), after.gid(), after.mtime())
+    );
+    assert_eq!(getxattr(&secret, "user.evil", 16), Err(libc::ENODATA));
+    // O_NOFOLLOW open of the symlink through the mount fails like on the host.
+    let e = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(m.join("abs-secret"))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+
+    // Race: swap "d" between the real directory and a symlink while another thread reads
+    // "d/secret.txt" through the mount. Whatever it gets must be SAFE, DECOY or an error.
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let stop = Arc::clone(&stop);
+        let (a, b) = (s.join("d"), s.join("d-link"));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = renameat2(&a, &b, libc::RENAME_EXCHANGE);
+                n += 1;
+            }
+            n
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut reads = 0;
+    let mut leaked = Vec::new();
+    while Instant::now() < deadline {
+        for p in [
+            m.join("d").join("secret.txt"),
+            m.join("d-link").join("secret.txt"),
+        ] {
+            if let Ok(data) = fs::read(&p) {
+                reads += 1;
+                if data != b"SAFE" && data != b"DECOY" {
+                    leaked.push(String::from_utf8_lossy(&data).into_owned());
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(leaked.is_empty(), "read outside the share: {leaked:?}");
+    assert!(
+        reads > 0 && swaps > 0,
+        "race did not run: {reads} reads, {swaps} swaps"
+    );
+
+    // Walking the whole mount (without following symlinks) never shows the secret.
+    fn walk(dir: &Path, found: &mut Vec<String>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                walk(&p, found);
+            } else if t.is_file() && fs::read(&p).is_ok_and(|d| d == SECRET) {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(m, &mut found);
+    assert!(
+        found.is_empty(),
+        "secret visible through the mount at {found:?}"
+    );
+}
