@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rustix::fs::OFlags;
 use vhostfs_server::{Inode, ROOT_INODE};
@@ -59,6 +59,41 @@ impl AsFd for InodeFd<'_> {
     }
 }
 
+/// A host open file description carrying one guest lock owner's POSIX locks; counted in a
+/// shared counter while open.
+pub(crate) struct LockFd {
+    fd: OwnedFd,
+    counter: Arc<AtomicU64>,
+}
+
+impl LockFd {
+    /// Wraps `fd`, counting it in `counter`.
+    pub fn new(fd: OwnedFd, counter: Arc<AtomicU64>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self { fd, counter }
+    }
+}
+
+impl AsFd for LockFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for LockFd {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The POSIX locks of one guest lock owner on one inode.
+pub(crate) struct LockOwner {
+    /// The host file description the locks live on.
+    pub fd: Arc<LockFd>,
+    /// The guest handles the owner locked through (see `release`).
+    pub handles: Vec<vhostfs_server::Handle>,
+}
+
 /// One guest-visible inode.
 pub(crate) struct InodeData {
     /// Guest node id.
@@ -71,6 +106,8 @@ pub(crate) struct InodeData {
     /// Guest lookup count; only changed with the table's lock held (read lock to increment,
     /// write lock to decrement and remove).
     refcount: AtomicU64,
+    /// Per guest lock owner: the host open file description its POSIX locks live on.
+    lock_fds: Mutex<HashMap<u64, LockOwner>>,
 }
 
 impl InodeData {
@@ -92,6 +129,11 @@ impl InodeData {
             InodeFile::Handle { handle, .. } => Some(handle),
             InodeFile::Fd(_) => None,
         }
+    }
+
+    /// The lock file descriptions of this inode, by guest lock owner.
+    pub fn lock_fds(&self) -> MutexGuard<'_, HashMap<u64, LockOwner>> {
+        self.lock_fds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// True for directories.
@@ -161,6 +203,7 @@ impl InodeTable {
             file_type: libc::S_IFDIR,
             file,
             refcount: AtomicU64::new(2),
+            lock_fds: Mutex::new(HashMap::new()),
         });
         let mut maps = self.write();
         maps.by_key.insert(key, ROOT_INODE);
@@ -226,6 +269,7 @@ impl InodeTable {
             file_type,
             file,
             refcount: AtomicU64::new(1),
+            lock_fds: Mutex::new(HashMap::new()),
         });
         maps.by_key.insert(key, id);
         maps.by_id.insert(id, data.clone());

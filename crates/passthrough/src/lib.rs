@@ -20,13 +20,20 @@
 //!
 //! # Locks
 //!
-//! POSIX record locks are mapped to open file description locks (`F_OFD_SETLK` ...) on the
-//! handle's host fd. They therefore belong to one guest open file (not to the guest process
-//! as POSIX says: two processes sharing one open file share its locks), and they are visible
-//! to and conflict with locks of other guests and host processes. `flock` maps to `flock(2)` on
-//! the handle's fd. Because OFD locks are not dropped by closing another fd of the same file,
-//! FLUSH only emulates the close (`dup` + `close`, which lets network file systems flush) and
-//! locks go away with RELEASE.
+//! POSIX record locks belong to a process (the FUSE lock owner), not to an open file, and a
+//! process loses all its locks on a file when it closes any descriptor of it. The daemon
+//! serves many guest processes from one host process, so it cannot use classic POSIX locks;
+//! it uses open file description locks (`F_OFD_SETLK`, `F_OFD_SETLKW`, `F_OFD_GETLK`) on one
+//! host file description per (inode, guest lock owner), opened on the owner's first lock.
+//! Locks of one guest process therefore merge and never conflict with each other, locks of
+//! different processes (and guests, and host processes) conflict, and FLUSH (sent on every
+//! guest `close`, with the closing process as owner) closes that description, which drops the
+//! owner's locks exactly as a local close would. Guest OFD locks arrive with the guest's open
+//! file as owner; the guest kernel never unlocks them on close, so RELEASE drops the locks of
+//! every owner that locked only through the released handle (a process owner among those has
+//! already been dropped by the FLUSH of its own close). `flock` maps to `flock(2)` on the handle's fd
+//! (flock locks belong to the open file, which the handle is). FLUSH also emulates the close
+//! itself (`dup` + `close` of the handle's fd, which lets network file systems flush).
 
 pub mod config;
 mod credentials;
@@ -75,6 +82,8 @@ pub struct PassthroughFs {
     killpriv_v2: AtomicBool,
     /// With file handles: an fd (not `O_PATH`) on each host mount, by mount id.
     mount_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// Number of lock file descriptions open (see the module docs on locks).
+    lock_fd_count: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PassthroughFs {
@@ -142,6 +151,7 @@ impl PassthroughFs {
             posix_acl: AtomicBool::new(false),
             killpriv_v2: AtomicBool::new(false),
             mount_fds: Mutex::new(HashMap::new()),
+            lock_fd_count: Arc::new(AtomicU64::new(0)),
             cfg,
         };
         if fs.cfg.inode_file_handles != InodeFileHandles::Never {

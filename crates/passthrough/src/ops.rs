@@ -4,6 +4,7 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 use vhostfs_server::abi::{flags as fuse_flags, init_flags};
@@ -13,6 +14,7 @@ use vhostfs_server::{
 };
 
 use crate::handle::HandleData;
+use crate::inode::{InodeData, LockFd, LockOwner};
 use crate::sys::{self, errno, statx_fd};
 use crate::PassthroughFs;
 
@@ -107,7 +109,63 @@ impl PassthroughFs {
         Err(errno(libc::ERANGE))
     }
 
-    fn lock_op(&self, handle: &HandleData, cmd: i32, lock: &Lock) -> io::Result<libc::flock64> {
+    /// Most lock file descriptions at once when no fd limit is configured.
+    const DEFAULT_MAX_LOCK_FDS: u64 = 1 << 16;
+
+    /// The host file description carrying the POSIX locks of guest lock `owner` on `data`,
+    /// opened on first use (see the crate docs on locks); records that the owner locks
+    /// through `handle`.
+    fn lock_fd(&self, data: &InodeData, owner: u64, handle: Handle) -> io::Result<Arc<LockFd>> {
+        let mut locks = data.lock_fds();
+        if let Some(entry) = locks.get_mut(&owner) {
+            if !entry.handles.contains(&handle) {
+                entry.handles.push(handle);
+            }
+            return Ok(entry.fd.clone());
+        }
+        let max = self
+            .cfg
+            .max_open_fds
+            .map_or(Self::DEFAULT_MAX_LOCK_FDS, |m| m as u64);
+        if self.lock_fd_count.load(Ordering::Relaxed) >= max {
+            crate::limit_warning("lock owner", max as usize);
+            return Err(errno(libc::ENOLCK));
+        }
+        // Read and write locks need a description open for reading and writing; fall back to
+        // reading only where writing is impossible (read-only files, running executables).
+        let fd = match self.open_inode(data, OFlags::RDWR | OFlags::NONBLOCK) {
+            Ok(fd) => fd,
+            Err(_) => self.open_inode(data, OFlags::RDONLY | OFlags::NONBLOCK)?,
+        };
+        let fd = Arc::new(LockFd::new(fd, self.lock_fd_count.clone()));
+        locks.insert(
+            owner,
+            LockOwner {
+                fd: fd.clone(),
+                handles: vec![handle],
+            },
+        );
+        Ok(fd)
+    }
+
+    /// A guest process closed a descriptor of `data`: like a local close, that drops all its
+    /// POSIX locks on the file.
+    fn drop_lock_owner(&self, data: &InodeData, owner: u64) {
+        data.lock_fds().remove(&owner);
+    }
+
+    /// The guest released `handle`. Every process that locked through it has closed it, and
+    /// each close sent a FLUSH that dropped that process's locks, unless the process still
+    /// locks through another open handle. What is left is the locks of owners that were the
+    /// open file itself (guest OFD locks), which end with it.
+    fn release_handle_locks(&self, data: &InodeData, handle: Handle) {
+        data.lock_fds().retain(|_, entry| {
+            entry.handles.retain(|&h| h != handle);
+            !entry.handles.is_empty()
+        });
+    }
+
+    fn lock_op(&self, fd: BorrowedFd<'_>, cmd: i32, lock: &Lock) -> io::Result<libc::flock64> {
         let (start, len) = sys::lock_range(lock.start, lock.end)?;
         let typ = match lock.typ as i32 {
             libc::F_RDLCK => libc::F_RDLCK,
@@ -115,7 +173,30 @@ impl PassthroughFs {
             libc::F_UNLCK => libc::F_UNLCK,
             _ => return Err(errno(libc::EINVAL)),
         };
-        sys::ofd_lock(handle.file.as_fd(), cmd, typ as i16, start, len)
+        sys::ofd_lock(fd, cmd, typ as i16, start, len)
+    }
+
+    /// The lock file description for a POSIX lock request through `handle`, checking that the
+    /// handle's access mode allows the lock type (`EBADF` otherwise, as locally).
+    fn posix_lock_fd(
+        &self,
+        inode: Inode,
+        handle: Handle,
+        owner: u64,
+        lock: &Lock,
+    ) -> io::Result<Arc<LockFd>> {
+        let h = self.handles.get(handle, inode)?;
+        let acc = rustix::fs::fcntl_getfl(h.file.as_fd())?.bits() as i32 & libc::O_ACCMODE;
+        let ok = match lock.typ as i32 {
+            libc::F_RDLCK => acc != libc::O_WRONLY,
+            libc::F_WRLCK => acc != libc::O_RDONLY,
+            _ => true,
+        };
+        if !ok {
+            return Err(errno(libc::EBADF));
+        }
+        let data = self.inode(inode)?;
+        self.lock_fd(&data, owner, handle)
     }
 }
 
@@ -678,7 +759,10 @@ impl FileSystem for PassthroughFs {
         _flock_release: bool,
         _lock_owner: Option<u64>,
     ) -> io::Result<()> {
-        // Dropping the last reference closes the fd, which releases its OFD and flock locks.
+        if let Ok(data) = self.inode(inode) {
+            self.release_handle_locks(&data, handle);
+        }
+        // Dropping the last reference closes the fd, which releases its flock locks.
         self.handles.remove(handle, inode)
     }
 
@@ -799,11 +883,15 @@ impl FileSystem for PassthroughFs {
         _ctx: &Context,
         inode: Inode,
         handle: Handle,
-        _lock_owner: u64,
+        lock_owner: u64,
     ) -> io::Result<()> {
         let h = self.handles.get(handle, inode)?;
-        // Emulate the guest's close(): closing a duplicate lets file systems that act on close
-        // (NFS, FUSE) do so. OFD locks are not affected by closing a duplicate.
+        // A close drops the closing process's POSIX locks on the file.
+        if let Ok(data) = self.inode(inode) {
+            self.drop_lock_owner(&data, lock_owner);
+        }
+        // Emulate the close itself: closing a duplicate lets file systems that act on close
+        // (NFS, FUSE) do so.
         let dup = sys::dup(h.file.as_fd())?;
         drop(dup);
         Ok(())
@@ -956,15 +1044,23 @@ impl FileSystem for PassthroughFs {
         _ctx: &Context,
         inode: Inode,
         handle: Handle,
-        _owner: u64,
+        owner: u64,
         lock: Lock,
         flock: bool,
     ) -> io::Result<Lock> {
         if flock {
             return Err(errno(libc::EINVAL));
         }
-        let h = self.handles.get(handle, inode)?;
-        let fl = self.lock_op(&h, libc::F_OFD_GETLK, &lock)?;
+        let fd = self.posix_lock_fd(
+            inode,
+            handle,
+            owner,
+            &Lock {
+                typ: libc::F_UNLCK as u32,
+                ..lock
+            },
+        )?;
+        let fl = self.lock_op(fd.as_fd(), libc::F_OFD_GETLK, &lock)?;
         if fl.l_type == libc::F_UNLCK as i16 {
             return Ok(Lock {
                 typ: libc::F_UNLCK as u32,
@@ -990,13 +1086,13 @@ impl FileSystem for PassthroughFs {
         _ctx: &Context,
         inode: Inode,
         handle: Handle,
-        _owner: u64,
+        owner: u64,
         lock: Lock,
         flock: bool,
         wait: bool,
     ) -> io::Result<()> {
-        let h = self.handles.get(handle, inode)?;
         if flock {
+            let h = self.handles.get(handle, inode)?;
             use rustix::fs::FlockOperation as Op;
             let op = match (lock.typ as i32, wait) {
                 (libc::F_RDLCK, true) => Op::LockShared,
@@ -1009,12 +1105,13 @@ impl FileSystem for PassthroughFs {
             rustix::fs::flock(h.file.as_fd(), op)?;
             return Ok(());
         }
+        let fd = self.posix_lock_fd(inode, handle, owner, &lock)?;
         let cmd = if wait {
             libc::F_OFD_SETLKW
         } else {
             libc::F_OFD_SETLK
         };
-        self.lock_op(&h, cmd, &lock)?;
+        self.lock_op(fd.as_fd(), cmd, &lock)?;
         Ok(())
     }
 

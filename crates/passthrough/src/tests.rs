@@ -780,7 +780,8 @@ fn ofd_locks_conflict_between_handles() {
     )
     .unwrap();
     fs.setlk(&ctx, e.inode, h2, 2, wr, false, false).unwrap();
-    // Releasing the handle drops its locks.
+    // Closing (FLUSH by owner 2, then RELEASE) drops owner 2's locks.
+    fs.flush(&ctx, e.inode, h2, 2).unwrap();
     fs.release(&ctx, e.inode, 0, h2, false, false, None)
         .unwrap();
     fs.setlk(&ctx, e.inode, h1, 1, wr, false, false).unwrap();
@@ -1451,4 +1452,91 @@ fn concurrent_lookups_and_forgets_keep_counts_exact() {
     }
     assert_eq!(fs.inode_count(), 1);
     assert_eq!(fs.handle_count(), 0);
+}
+
+#[test]
+fn posix_locks_follow_lock_owners() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"0123456789").unwrap();
+    let fs = new_fs(td.path());
+    let ctx = root_ctx();
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    let open = |flags: i32| fs.open(&ctx, e.inode, flags as u32, 0).unwrap().handle;
+    let (a1, a2, b) = (open(libc::O_RDWR), open(libc::O_RDWR), open(libc::O_RDWR));
+    let wr = Lock {
+        start: 0,
+        end: 9,
+        typ: libc::F_WRLCK as u32,
+        pid: 0,
+    };
+    // Owner A locks through one handle; its other handle does not conflict (one process).
+    fs.setlk(&ctx, e.inode, a1, 0xA, wr, false, false).unwrap();
+    fs.setlk(&ctx, e.inode, a2, 0xA, wr, false, false).unwrap();
+    assert_eq!(
+        fs.getlk(&ctx, e.inode, a2, 0xA, wr, false).unwrap().typ,
+        libc::F_UNLCK as u32
+    );
+    // Owner B conflicts, through any handle.
+    assert_eq!(
+        errno_of(fs.setlk(&ctx, e.inode, b, 0xB, wr, false, false)),
+        libc::EAGAIN
+    );
+    assert_eq!(
+        errno_of(fs.setlk(&ctx, e.inode, a1, 0xB, wr, false, false)),
+        libc::EAGAIN
+    );
+    // Host processes see the lock too.
+    let host = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(td.path().join("a"))
+        .unwrap();
+    let fl = crate::sys::ofd_lock(
+        std::os::fd::AsFd::as_fd(&host),
+        libc::F_OFD_GETLK,
+        libc::F_WRLCK as i16,
+        0,
+        1,
+    )
+    .unwrap();
+    assert_eq!(fl.l_type, libc::F_WRLCK as i16);
+    // Owner A closes *another* descriptor: like a local close, all of A's locks go.
+    fs.flush(&ctx, e.inode, a2, 0xA).unwrap();
+    fs.setlk(&ctx, e.inode, b, 0xB, wr, false, false).unwrap();
+    // A write lock needs a handle open for writing.
+    let ro = open(libc::O_RDONLY);
+    assert_eq!(
+        errno_of(fs.setlk(&ctx, e.inode, ro, 0xC, wr, false, false)),
+        libc::EBADF
+    );
+    // Guest OFD locks: owner = the open file, dropped at RELEASE.
+    fs.setlk(
+        &ctx,
+        e.inode,
+        b,
+        0xB,
+        Lock {
+            typ: libc::F_UNLCK as u32,
+            ..wr
+        },
+        false,
+        false,
+    )
+    .unwrap();
+    fs.setlk(&ctx, e.inode, a1, 0xF11E, wr, false, false)
+        .unwrap();
+    assert_eq!(
+        errno_of(fs.setlk(&ctx, e.inode, b, 0xB, wr, false, false)),
+        libc::EAGAIN
+    );
+    fs.release(&ctx, e.inode, 0, a1, false, false, None)
+        .unwrap();
+    fs.setlk(&ctx, e.inode, b, 0xB, wr, false, false).unwrap();
+    // Lock descriptions go away with the inode.
+    fs.forget(e.inode, 1);
+    fs.destroy();
+    assert_eq!(
+        fs.lock_fd_count.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
