@@ -12,8 +12,8 @@ pub enum CachePolicy {
     /// No caching: entry and attribute timeouts are 0 and every file is opened with
     /// `FOPEN_DIRECT_IO`, so all data goes through the daemon.
     Never,
-    /// Metadata (entries and attributes) is cached for a long time; file data is not kept
-    /// across opens.
+    /// Metadata (entries and attributes) is cached for a long time; file data is not cached
+    /// (files are opened with `FOPEN_DIRECT_IO`), directory contents are kept.
     Metadata,
     /// Entries and attributes are cached for one second; file data is kept as long as the
     /// guest's attributes say the file did not change.
@@ -61,6 +61,12 @@ pub struct Config {
     pub writeback: bool,
     /// Honour `O_DIRECT` from the guest; when false the flag is dropped on open.
     pub allow_direct_io: bool,
+    /// Offer READDIRPLUS (directory listings that carry each entry's attributes). It is never
+    /// offered with [`CachePolicy::Never`], where the attributes could not be cached anyway.
+    pub readdirplus: bool,
+    /// Let the guest `mmap` files opened with direct I/O ([`CachePolicy::Never`] and
+    /// [`CachePolicy::Metadata`]) by negotiating `FUSE_DIRECT_IO_ALLOW_MMAP`.
+    pub allow_mmap: bool,
     /// Support extended attributes; when false every xattr request fails with `ENOSYS`
     /// (which makes the guest stop asking).
     pub xattr: bool,
@@ -89,8 +95,8 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// The defaults of virtiofsd 1.14: `cache=auto`, no writeback, `O_DIRECT` ignored, no
-    /// xattrs, no ACLs, no submount announcements, no killpriv v2, no security labels, `O_PATH`
+    /// The defaults of virtiofsd 1.14: `cache=auto`, no writeback, `O_DIRECT` ignored,
+    /// readdirplus, no mmap of direct-I/O files, no xattrs, no ACLs, no submount announcements, no killpriv v2, no security labels, `O_PATH`
     /// fds for inodes, no limits beyond the host's. `root_dir` must be set.
     fn default() -> Self {
         Self {
@@ -98,6 +104,8 @@ impl Default for Config {
             cache: CachePolicy::default(),
             writeback: false,
             allow_direct_io: false,
+            readdirplus: true,
+            allow_mmap: false,
             xattr: false,
             readonly: false,
             posix_acl: false,

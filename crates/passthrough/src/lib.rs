@@ -481,9 +481,11 @@ impl PassthroughFs {
     fn fopen_flags(&self, dir: bool) -> u32 {
         use vhostfs_server::abi::fopen;
         match (self.cfg.cache, dir) {
-            (CachePolicy::Never, false) => fopen::DIRECT_IO,
+            (CachePolicy::Never | CachePolicy::Metadata, false) => fopen::DIRECT_IO,
             (CachePolicy::Always, false) => fopen::KEEP_CACHE,
-            (CachePolicy::Always, true) => fopen::KEEP_CACHE | fopen::CACHE_DIR,
+            (CachePolicy::Always | CachePolicy::Metadata, true) => {
+                fopen::KEEP_CACHE | fopen::CACHE_DIR
+            }
             _ => 0,
         }
     }

@@ -16,7 +16,7 @@ use vhostfs_server::{
 use crate::handle::HandleData;
 use crate::inode::{InodeData, LockFd, LockOwner};
 use crate::sys::{self, errno, statx_fd};
-use crate::PassthroughFs;
+use crate::{CachePolicy, PassthroughFs};
 
 /// Largest xattr value or list the kernel handles (`XATTR_SIZE_MAX`, `XATTR_LIST_MAX`).
 const XATTR_MAX: usize = 65536;
@@ -203,23 +203,26 @@ impl PassthroughFs {
 impl FileSystem for PassthroughFs {
     fn init(&self, capable: u64) -> io::Result<u64> {
         use init_flags::*;
+        // A new session: forget whatever a previous one left behind without DESTROY.
+        self.destroy();
         let mut want = ASYNC_READ
             | POSIX_LOCKS
             | FLOCK_LOCKS
             | ATOMIC_O_TRUNC
             | BIG_WRITES
-            | DO_READDIRPLUS
-            | READDIRPLUS_AUTO
             | PARALLEL_DIROPS
             | CACHE_SYMLINKS
-            | SETXATTR_EXT
             | CREATE_SUPP_GROUP
             | MAX_PAGES
             | INIT_EXT
             | ASYNC_DIO
-            | HAS_RESEND
-            // Lets the guest mmap files opened with FOPEN_DIRECT_IO (cache=never).
-            | DIRECT_IO_ALLOW_MMAP;
+            | HAS_RESEND;
+        if self.cfg.readdirplus && self.cfg.cache != CachePolicy::Never {
+            want |= DO_READDIRPLUS | READDIRPLUS_AUTO;
+        }
+        if self.cfg.allow_mmap {
+            want |= DIRECT_IO_ALLOW_MMAP;
+        }
         if self.cfg.writeback {
             want |= WRITEBACK_CACHE;
         }
@@ -234,9 +237,10 @@ impl FileSystem for PassthroughFs {
         }
         if self.cfg.posix_acl
             && self.cfg.xattr
-            && capable & (POSIX_ACL | DONT_MASK) == POSIX_ACL | DONT_MASK
+            && capable & (POSIX_ACL | DONT_MASK | SETXATTR_EXT)
+                == POSIX_ACL | DONT_MASK | SETXATTR_EXT
         {
-            want |= POSIX_ACL | DONT_MASK;
+            want |= POSIX_ACL | DONT_MASK | SETXATTR_EXT;
         }
         let got = want & capable;
         self.writeback

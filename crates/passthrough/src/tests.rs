@@ -1540,3 +1540,36 @@ fn posix_locks_follow_lock_owners() {
         0
     );
 }
+
+#[test]
+fn cache_policies_set_open_flags_and_readdirplus() {
+    use vhostfs_server::abi::fopen;
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"").unwrap();
+    for (policy, file_flags, dir_flags, rdplus) in [
+        (CachePolicy::Never, fopen::DIRECT_IO, 0, false),
+        (
+            CachePolicy::Metadata,
+            fopen::DIRECT_IO,
+            fopen::KEEP_CACHE | fopen::CACHE_DIR,
+            true,
+        ),
+        (CachePolicy::Auto, 0, 0, true),
+        (
+            CachePolicy::Always,
+            fopen::KEEP_CACHE,
+            fopen::KEEP_CACHE | fopen::CACHE_DIR,
+            true,
+        ),
+    ] {
+        let fs = new_fs_with(td.path(), |c| c.cache = policy);
+        let got = fs.init(u64::MAX).unwrap();
+        assert_eq!(got & init_flags::DO_READDIRPLUS != 0, rdplus, "{policy:?}");
+        let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+        let o = fs.open(&root_ctx(), e.inode, 0, 0).unwrap();
+        assert_eq!(o.open_flags, file_flags, "{policy:?}");
+        let d = fs.opendir(&root_ctx(), ROOT_INODE, 0).unwrap();
+        assert_eq!(d.open_flags, dir_flags, "{policy:?}");
+        assert_eq!(e.entry_timeout, policy.timeout());
+    }
+}
