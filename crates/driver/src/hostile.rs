@@ -416,6 +416,7 @@ pub fn catalogue() -> Vec<Scenario> {
     v.extend(name_scenarios());
     v.extend(size_scenarios());
     v.extend(handle_scenarios());
+    v.extend(data_scenarios());
     v.extend(queue_scenarios());
     v
 }
@@ -1650,8 +1651,128 @@ fn handle_scenarios() -> Vec<Scenario> {
     ]
 }
 
+fn data_scenarios() -> Vec<Scenario> {
+    vec![
+        scenario!(
+            "request-one-byte-descriptors",
+            "valid GETATTR with every request byte in its own descriptor",
+            |c| {
+                let r = c.getattr_req();
+                let cuts: Vec<usize> = (1..r.len()).collect();
+                let ch = ChainBuilder::new()
+                    .readable_split(&r, &cuts)
+                    .writable(SMALL_REPLY);
+                judged(c.send(REQUEST_QUEUE, &ch)?, must_succeed)
+            }
+        ),
+        scenario!(
+            "reply-one-byte-descriptors",
+            "valid GETATTR whose 120-byte reply lands in 120 one-byte descriptors",
+            |c| {
+                let r = c.getattr_req();
+                let ch = ChainBuilder::new().readable(&r).writable_split(&[1; 120]);
+                judged(c.send(REQUEST_QUEUE, &ch)?, must_succeed)
+            }
+        ),
+        scenario!(
+            "read-scattered",
+            "READ hello into writable buffers of 16,1,2,3,5,8,13,21,200 bytes; data must match",
+            |c| {
+                if let Some(s) = need_fixtures(c) {
+                    return Ok(s);
+                }
+                let e = c.node(b"hello")?;
+                let o = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
+                let a = abi::ReadIn {
+                    fh: o.fh,
+                    size: 4096,
+                    ..Default::default()
+                };
+                let r = c.req(abi::opcode::READ, e.nodeid, &[a.as_bytes()]);
+                let ch = ChainBuilder::new()
+                    .readable(&r)
+                    .writable_split(&[16, 1, 2, 3, 5, 8, 13, 21, 200]);
+                let head = c.d.submit(REQUEST_QUEUE, &ch)?;
+                let done = c.d.wait(REQUEST_QUEUE, head, Duration::from_secs(5))?;
+                let _ = c.d.release(e.nodeid, o.fh, false);
+                let Some(done) = done else {
+                    return Ok((Outcome::Dropped, Verdict::Fail("READ not answered".into())));
+                };
+                let rep = Reply::parse(&done)?;
+                if rep.header.error < 0 {
+                    return Ok((
+                        Outcome::Errno(-rep.header.error),
+                        Verdict::Fail("READ failed".into()),
+                    ));
+                }
+                let v = if rep.payload == HELLO {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail(format!("read {:?}", String::from_utf8_lossy(&rep.payload)))
+                };
+                Ok((Outcome::Success(format!("{} bytes", rep.payload.len())), v))
+            }
+        ),
+        scenario!(
+            "write-scattered",
+            "WRITE 26 bytes given one byte per descriptor; host file must match",
+            |c| {
+                let Some(fx) = c.fx.cloned() else {
+                    return Ok((Outcome::Skipped("no host fixtures".into()), Verdict::Pass));
+                };
+                let e = c.node(b"hello")?;
+                let o = c.d.open(e.nodeid, libc::O_RDWR as u32)?;
+                let data = b"abcdefghijklmnopqrstuvwxyz";
+                let a = abi::WriteIn {
+                    fh: o.fh,
+                    offset: 0,
+                    size: data.len() as u32,
+                    ..Default::default()
+                };
+                let r = c.req(abi::opcode::WRITE, e.nodeid, &[a.as_bytes(), data]);
+                let cuts: Vec<usize> = (40..r.len()).collect();
+                let ch = ChainBuilder::new()
+                    .readable_split(&r, &cuts)
+                    .writable(SMALL_REPLY);
+                let out = c.send(REQUEST_QUEUE, &ch)?;
+                let _ = c.d.release(e.nodeid, o.fh, false);
+                let host = fs::read(fx.shared.join("hello")).unwrap_or_default();
+                let v = match &out {
+                    Outcome::Success(_) if host.starts_with(data) => Verdict::Pass,
+                    Outcome::Success(_) => Verdict::Fail(format!(
+                        "host file holds {:?}",
+                        String::from_utf8_lossy(&host)
+                    )),
+                    other => Verdict::Fail(format!("well-formed WRITE not served: {other}")),
+                };
+                Ok((out, v))
+            }
+        ),
+    ]
+}
+
 fn queue_scenarios() -> Vec<Scenario> {
     vec![
+        scenario!(
+            "flood-hostile-ring",
+            "half the ring of malformed chains published at once, one kick",
+            |c| {
+                let n = u64::from(c.qsize()) / 4;
+                let mut st = HammerStats::default();
+                for k in 0..n {
+                    let ch = hammer_chain(c.d, k);
+                    c.d.submit_nokick(REQUEST_QUEUE, &ch)?;
+                    st.sent += 1;
+                }
+                c.d.kick(REQUEST_QUEUE)?;
+                std::thread::sleep(c.wait);
+                let got = c.d.collect(REQUEST_QUEUE)?;
+                Ok((
+                    Outcome::Success(format!("{got}/{} returned", st.sent)),
+                    Verdict::Pass,
+                ))
+            }
+        ),
         scenario!(
             "flood-fill-ring",
             "fill the whole request ring with GETATTRs, one kick",
@@ -1737,10 +1858,11 @@ pub trait Target {
 
 /// A backend process we spawn (and respawn after each connection ends or it dies).
 pub struct SpawnedTarget {
+    // Declared first so the daemon is killed before its directory is removed.
+    daemon: Option<Daemon>,
     spec: DaemonSpec,
     root: ScratchDir,
     fx: Fixtures,
-    daemon: Option<Daemon>,
     connected: bool,
     spawns: u32,
     cfg: DriverConfig,
@@ -1825,7 +1947,21 @@ impl Target for SpawnedTarget {
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("");
-            format!("{s}; {}", last.chars().take(160).collect::<String>())
+            // Drop a leading "[timestamp LEVEL target]" and ANSI colour codes.
+            let msg = last.rsplit("] ").next().unwrap_or(last);
+            let msg: String = msg
+                .split('\x1b')
+                .enumerate()
+                .map(|(i, p)| match (i, p.split_once('m')) {
+                    (0, _) | (_, None) => p,
+                    (_, Some((_, rest))) => rest,
+                })
+                .collect();
+            let status = s.replace("exit status: ", "exit ");
+            format!(
+                "{status}: {}",
+                msg.trim().chars().take(90).collect::<String>()
+            )
         })
     }
 }

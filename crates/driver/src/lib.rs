@@ -10,6 +10,8 @@
 //! * [`hostile`]: a catalogue of malformed inputs and the outcome each one produced.
 //! * [`daemon`]: spawning and watching a backend process (vhostfs or virtiofsd) for tests.
 
+#![warn(missing_docs)]
+
 pub mod chain;
 pub mod daemon;
 pub mod driver;
