@@ -110,8 +110,22 @@ pub(crate) fn limit_warning(what: &str, max: usize) {
 
 impl PassthroughFs {
     /// Opens the shared directory and `/proc/self/fd` and prepares the inode table. Call it
-    /// before entering a sandbox that hides `/proc`.
+    /// before entering a sandbox that hides `/proc`, or use
+    /// [`with_proc_self_fd`](Self::with_proc_self_fd).
     pub fn new(cfg: Config) -> io::Result<Self> {
+        let proc_self_fd = rustix::fs::open(
+            "/proc/self/fd",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Self::with_proc_self_fd(cfg, proc_self_fd)
+    }
+
+    /// Like [`new`](Self::new), with `proc_self_fd` an `O_PATH` descriptor of this process's
+    /// own `/proc/self/fd` directory, for use inside a sandbox where `/proc` is not reachable
+    /// by path (see `vhostfs_sandbox::proc_self_fd`). It must belong to the calling process:
+    /// one opened before a `fork` names the parent's descriptors.
+    pub fn with_proc_self_fd(cfg: Config, proc_self_fd: OwnedFd) -> io::Result<Self> {
         let root = rustix::fs::open(
             &cfg.root_dir,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -126,11 +140,6 @@ impl PassthroughFs {
                 ),
             )
         })?;
-        let proc_self_fd = rustix::fs::open(
-            "/proc/self/fd",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
         let StatxResult { st, mnt_id } = statx_fd(root.as_fd())?;
         let key = InodeKey {
             dev: st.st_dev,
