@@ -34,6 +34,291 @@ extern "C" fn on_usr1(_: libc::c_int) {
     SIGNALS.fetch_add(1, Ordering::SeqCst);
 }
 
+/// The raw `*at`, file-handle, xattr and locking syscalls the passthrough file system makes.
+///
+/// # Safety
+///
+/// Only to be called from the workload child: it makes raw syscalls whose pointer arguments all
+/// point to live local buffers and whose descriptors are created and closed here.
+unsafe fn raw_at_syscalls(dir: &std::path::Path) {
+    // --- raw *at syscalls, as the passthrough file system makes them
+    let dirc = cstr(dir.to_str().unwrap());
+    let dfd = libc::open(
+        dirc.as_ptr(),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    );
+    assert!(dfd >= 0);
+    let name = cstr("x");
+    let fd = libc::openat(
+        dfd,
+        name.as_ptr(),
+        libc::O_CREAT | libc::O_RDWR | libc::O_CLOEXEC,
+        0o644,
+    );
+    assert!(fd >= 0);
+    let mut how: libc::open_how = std::mem::zeroed();
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    let fd2 = libc::syscall(
+        libc::SYS_openat2,
+        dfd,
+        name.as_ptr(),
+        &how,
+        std::mem::size_of::<libc::open_how>(),
+    );
+    check("openat2", fd2);
+    if fd2 >= 0 {
+        libc::close(fd2 as RawFd);
+    }
+    check("fallocate", libc::fallocate(fd, 0, 0, 4096) as _);
+    check("ftruncate", libc::ftruncate(fd, 8192) as _);
+    let iov = [libc::iovec {
+        iov_base: b"abcd".as_ptr() as *mut _,
+        iov_len: 4,
+    }];
+    check("pwritev", libc::pwritev(fd, iov.as_ptr(), 1, 100) as _);
+    let mut rb = [0u8; 4];
+    let riov = [libc::iovec {
+        iov_base: rb.as_mut_ptr() as *mut _,
+        iov_len: 4,
+    }];
+    check("preadv", libc::preadv(fd, riov.as_ptr(), 1, 100) as _);
+    check("preadv2", libc::preadv2(fd, riov.as_ptr(), 1, 100, 0) as _);
+    check("lseek", libc::lseek(fd, 0, libc::SEEK_DATA));
+    let name_y = cstr("y");
+    let fdy = libc::openat(
+        dfd,
+        name_y.as_ptr(),
+        libc::O_CREAT | libc::O_RDWR | libc::O_CLOEXEC,
+        0o644,
+    );
+    let (mut off_in, mut off_out): (i64, i64) = (0, 0);
+    check(
+        "copy_file_range",
+        libc::copy_file_range(fd, &mut off_in, fdy, &mut off_out, 104, 0) as _,
+    );
+    check("flock", libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) as _);
+    check("flock un", libc::flock(fd, libc::LOCK_UN) as _);
+    let mut lk: libc::flock = std::mem::zeroed();
+    lk.l_type = libc::F_WRLCK as _;
+    lk.l_whence = libc::SEEK_SET as _;
+    lk.l_len = 10;
+    check("OFD setlk", libc::fcntl(fd, libc::F_OFD_SETLK, &lk) as _);
+    check(
+        "OFD getlk",
+        libc::fcntl(fd, libc::F_OFD_GETLK, &mut lk) as _,
+    );
+    check("getfl", libc::fcntl(fd, libc::F_GETFL) as _);
+    check("fsync", libc::fsync(fd) as _);
+    check("fdatasync", libc::fdatasync(fd) as _);
+    check("syncfs", libc::syncfs(fd) as _);
+    check(
+        "sync_file_range",
+        libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE) as _,
+    );
+    check(
+        "fadvise",
+        libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) as _,
+    );
+    let mut sfs: libc::statfs = std::mem::zeroed();
+    check("fstatfs", libc::fstatfs(fd, &mut sfs) as _);
+    let mut stx: libc::statx = std::mem::zeroed();
+    let empty = cstr("");
+    check(
+        "statx",
+        libc::statx(
+            fd,
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        ) as _,
+    );
+    let mut st: libc::stat = std::mem::zeroed();
+    check(
+        "fstatat",
+        libc::fstatat(dfd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) as _,
+    );
+    check("fchmod", libc::fchmod(fd, 0o600) as _);
+    check(
+        "fchmodat",
+        libc::fchmodat(dfd, name.as_ptr(), 0o644, 0) as _,
+    );
+    check(
+        "fchownat",
+        libc::fchownat(
+            dfd,
+            name.as_ptr(),
+            libc::geteuid(),
+            libc::getegid(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) as _,
+    );
+    check(
+        "fchown",
+        libc::fchown(fd, libc::geteuid(), libc::getegid()) as _,
+    );
+    let times = [
+        libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    ];
+    check(
+        "utimensat",
+        libc::utimensat(
+            dfd,
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) as _,
+    );
+    check(
+        "faccessat",
+        libc::faccessat(dfd, name.as_ptr(), libc::R_OK, 0) as _,
+    );
+    check(
+        "faccessat2",
+        libc::syscall(
+            libc::SYS_faccessat2,
+            dfd,
+            name.as_ptr(),
+            libc::R_OK,
+            libc::AT_EACCESS,
+        ),
+    );
+    let sub = cstr("sub");
+    check("mkdirat", libc::mkdirat(dfd, sub.as_ptr(), 0o755) as _);
+    let fifo = cstr("fifo");
+    check(
+        "mknodat",
+        libc::mknodat(dfd, fifo.as_ptr(), libc::S_IFIFO | 0o644, 0) as _,
+    );
+    let sl = cstr("sl");
+    check(
+        "symlinkat",
+        libc::symlinkat(name.as_ptr(), dfd, sl.as_ptr()) as _,
+    );
+    let mut lb = [0u8; 64];
+    check(
+        "readlinkat",
+        libc::readlinkat(dfd, sl.as_ptr(), lb.as_mut_ptr() as *mut _, lb.len()) as _,
+    );
+    let hl = cstr("hl");
+    check(
+        "linkat",
+        libc::linkat(dfd, name.as_ptr(), dfd, hl.as_ptr(), 0) as _,
+    );
+    let hl2 = cstr("hl2");
+    check(
+        "renameat2",
+        libc::renameat2(dfd, hl.as_ptr(), dfd, hl2.as_ptr(), libc::RENAME_NOREPLACE) as _,
+    );
+    check(
+        "renameat",
+        libc::renameat(dfd, hl2.as_ptr(), dfd, hl.as_ptr()) as _,
+    );
+    check("unlinkat", libc::unlinkat(dfd, hl.as_ptr(), 0) as _);
+    check(
+        "unlinkat dir",
+        libc::unlinkat(dfd, sub.as_ptr(), libc::AT_REMOVEDIR) as _,
+    );
+    let mut dents = [0u8; 4096];
+    check(
+        "getdents64",
+        libc::syscall(
+            libc::SYS_getdents64,
+            fd_dir(dfd, &dirc),
+            dents.as_mut_ptr(),
+            dents.len(),
+        ),
+    );
+    // Reopen through /proc/self/fd like the passthrough does.
+    let pfd = vhostfs_sandbox::proc_self_fd().unwrap();
+    let num = cstr(&fd.to_string());
+    let re = libc::openat(
+        pfd.as_raw_fd(),
+        num.as_ptr(),
+        libc::O_RDONLY | libc::O_CLOEXEC,
+    );
+    check("reopen via /proc/self/fd", re as _);
+    if re >= 0 {
+        libc::close(re);
+    }
+    // File handles.
+    let mut fh = vec![0u8; 8 + 128];
+    fh[..4].copy_from_slice(&128u32.to_ne_bytes());
+    let mut mount_id: libc::c_int = 0;
+    let rc = libc::syscall(
+        libc::SYS_name_to_handle_at,
+        dfd,
+        name.as_ptr(),
+        fh.as_mut_ptr(),
+        &mut mount_id,
+        0,
+    );
+    check("name_to_handle_at", rc);
+    if rc == 0 {
+        let h = libc::syscall(
+            libc::SYS_open_by_handle_at,
+            dfd,
+            fh.as_mut_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        );
+        check("open_by_handle_at", h);
+        if h >= 0 {
+            libc::close(h as RawFd);
+        }
+    }
+    // Extended attributes.
+    let xn = cstr("user.test");
+    check(
+        "fsetxattr",
+        libc::fsetxattr(fd, xn.as_ptr(), b"v".as_ptr() as *const _, 1, 0) as _,
+    );
+    let mut xb = [0u8; 64];
+    check(
+        "fgetxattr",
+        libc::fgetxattr(fd, xn.as_ptr(), xb.as_mut_ptr() as *mut _, xb.len()) as _,
+    );
+    check(
+        "flistxattr",
+        libc::flistxattr(fd, xb.as_mut_ptr() as *mut _, xb.len()) as _,
+    );
+    check("fremovexattr", libc::fremovexattr(fd, xn.as_ptr()) as _);
+    let path = cstr(dir.join("x").to_str().unwrap());
+    check(
+        "lsetxattr",
+        libc::lsetxattr(path.as_ptr(), xn.as_ptr(), b"v".as_ptr() as *const _, 1, 0) as _,
+    );
+    check(
+        "getxattr",
+        libc::getxattr(
+            path.as_ptr(),
+            xn.as_ptr(),
+            xb.as_mut_ptr() as *mut _,
+            xb.len(),
+        ) as _,
+    );
+    check(
+        "llistxattr",
+        libc::llistxattr(path.as_ptr(), xb.as_mut_ptr() as *mut _, xb.len()) as _,
+    );
+    check(
+        "removexattr",
+        libc::removexattr(path.as_ptr(), xn.as_ptr()) as _,
+    );
+    check("umask", libc::umask(0o022) as _);
+
+    libc::close(fdy);
+    libc::close(fd);
+    libc::close(dfd);
+}
+
 /// Everything the daemon might do after confinement, as far as it can be done here.
 fn workload(dir: &std::path::Path, sock_tx: OwnedFd, sock_rx: OwnedFd, memfd: OwnedFd) {
     // --- plain std file operations (openat, statx, getdents64, renameat, linkat, ...)
@@ -73,306 +358,8 @@ fn workload(dir: &std::path::Path, sock_tx: OwnedFd, sock_rx: OwnedFd, memfd: Ow
     let _ = fs::canonicalize(dir.join("l")).unwrap();
 
     // --- raw *at syscalls, as the passthrough file system makes them
-    let dirc = cstr(dir.to_str().unwrap());
-    // SAFETY (all the blocks below): raw syscalls with valid pointers to live buffers and
-    // descriptors owned by this function.
-    let dfd = unsafe {
-        libc::open(
-            dirc.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    assert!(dfd >= 0);
-    let name = cstr("x");
-    let fd = unsafe {
-        libc::openat(
-            dfd,
-            name.as_ptr(),
-            libc::O_CREAT | libc::O_RDWR | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    assert!(fd >= 0);
-    // SAFETY: open_how is plain data; all-zero is valid.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-    let fd2 = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dfd,
-            name.as_ptr(),
-            &how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    check("openat2", fd2);
-    if fd2 >= 0 {
-        unsafe { libc::close(fd2 as RawFd) };
-    }
-    check("fallocate", unsafe { libc::fallocate(fd, 0, 0, 4096) } as _);
-    check("ftruncate", unsafe { libc::ftruncate(fd, 8192) } as _);
-    let iov = [libc::iovec {
-        iov_base: b"abcd".as_ptr() as *mut _,
-        iov_len: 4,
-    }];
-    check(
-        "pwritev",
-        unsafe { libc::pwritev(fd, iov.as_ptr(), 1, 100) } as _,
-    );
-    let mut rb = [0u8; 4];
-    let riov = [libc::iovec {
-        iov_base: rb.as_mut_ptr() as *mut _,
-        iov_len: 4,
-    }];
-    check("preadv", unsafe { libc::preadv(fd, riov.as_ptr(), 1, 100) }
-        as _);
-    check(
-        "preadv2",
-        unsafe { libc::preadv2(fd, riov.as_ptr(), 1, 100, 0) } as _,
-    );
-    check("lseek", unsafe { libc::lseek(fd, 0, libc::SEEK_DATA) });
-    let name_y = cstr("y");
-    let fdy = unsafe {
-        libc::openat(
-            dfd,
-            name_y.as_ptr(),
-            libc::O_CREAT | libc::O_RDWR | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    let (mut off_in, mut off_out): (i64, i64) = (0, 0);
-    check("copy_file_range", unsafe {
-        libc::copy_file_range(fd, &mut off_in, fdy, &mut off_out, 104, 0)
-    } as _);
-    check(
-        "flock",
-        unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } as _,
-    );
-    check("flock un", unsafe { libc::flock(fd, libc::LOCK_UN) } as _);
-    let mut lk: libc::flock = unsafe { std::mem::zeroed() };
-    lk.l_type = libc::F_WRLCK as _;
-    lk.l_whence = libc::SEEK_SET as _;
-    lk.l_len = 10;
-    check(
-        "OFD setlk",
-        unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &lk) } as _,
-    );
-    check(
-        "OFD getlk",
-        unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut lk) } as _,
-    );
-    check("getfl", unsafe { libc::fcntl(fd, libc::F_GETFL) } as _);
-    check("fsync", unsafe { libc::fsync(fd) } as _);
-    check("fdatasync", unsafe { libc::fdatasync(fd) } as _);
-    check("syncfs", unsafe { libc::syncfs(fd) } as _);
-    check(
-        "sync_file_range",
-        unsafe { libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE) } as _,
-    );
-    check(
-        "fadvise",
-        unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) } as _,
-    );
-    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
-    check("fstatfs", unsafe { libc::fstatfs(fd, &mut sfs) } as _);
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    let empty = cstr("");
-    check("statx", unsafe {
-        libc::statx(
-            fd,
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_BASIC_STATS,
-            &mut stx,
-        )
-    } as _);
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    check("fstatat", unsafe {
-        libc::fstatat(dfd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW)
-    } as _);
-    check("fchmod", unsafe { libc::fchmod(fd, 0o600) } as _);
-    check(
-        "fchmodat",
-        unsafe { libc::fchmodat(dfd, name.as_ptr(), 0o644, 0) } as _,
-    );
-    check("fchownat", unsafe {
-        libc::fchownat(
-            dfd,
-            name.as_ptr(),
-            libc::geteuid(),
-            libc::getegid(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } as _);
-    check(
-        "fchown",
-        unsafe { libc::fchown(fd, libc::geteuid(), libc::getegid()) } as _,
-    );
-    let times = [
-        libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-    ];
-    check("utimensat", unsafe {
-        libc::utimensat(
-            dfd,
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } as _);
-    check(
-        "faccessat",
-        unsafe { libc::faccessat(dfd, name.as_ptr(), libc::R_OK, 0) } as _,
-    );
-    check("faccessat2", unsafe {
-        libc::syscall(
-            libc::SYS_faccessat2,
-            dfd,
-            name.as_ptr(),
-            libc::R_OK,
-            libc::AT_EACCESS,
-        )
-    });
-    let sub = cstr("sub");
-    check(
-        "mkdirat",
-        unsafe { libc::mkdirat(dfd, sub.as_ptr(), 0o755) } as _,
-    );
-    let fifo = cstr("fifo");
-    check(
-        "mknodat",
-        unsafe { libc::mknodat(dfd, fifo.as_ptr(), libc::S_IFIFO | 0o644, 0) } as _,
-    );
-    let sl = cstr("sl");
-    check(
-        "symlinkat",
-        unsafe { libc::symlinkat(name.as_ptr(), dfd, sl.as_ptr()) } as _,
-    );
-    let mut lb = [0u8; 64];
-    check("readlinkat", unsafe {
-        libc::readlinkat(dfd, sl.as_ptr(), lb.as_mut_ptr() as *mut _, lb.len())
-    } as _);
-    let hl = cstr("hl");
-    check(
-        "linkat",
-        unsafe { libc::linkat(dfd, name.as_ptr(), dfd, hl.as_ptr(), 0) } as _,
-    );
-    let hl2 = cstr("hl2");
-    check("renameat2", unsafe {
-        libc::renameat2(dfd, hl.as_ptr(), dfd, hl2.as_ptr(), libc::RENAME_NOREPLACE)
-    } as _);
-    check(
-        "renameat",
-        unsafe { libc::renameat(dfd, hl2.as_ptr(), dfd, hl.as_ptr()) } as _,
-    );
-    check("unlinkat", unsafe { libc::unlinkat(dfd, hl.as_ptr(), 0) }
-        as _);
-    check(
-        "unlinkat dir",
-        unsafe { libc::unlinkat(dfd, sub.as_ptr(), libc::AT_REMOVEDIR) } as _,
-    );
-    let mut dents = [0u8; 4096];
-    check("getdents64", unsafe {
-        libc::syscall(
-            libc::SYS_getdents64,
-            fd_dir(dfd, &dirc),
-            dents.as_mut_ptr(),
-            dents.len(),
-        )
-    });
-    // Reopen through /proc/self/fd like the passthrough does.
-    let pfd = vhostfs_sandbox::proc_self_fd().unwrap();
-    let num = cstr(&fd.to_string());
-    let re = unsafe {
-        libc::openat(
-            pfd.as_raw_fd(),
-            num.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    check("reopen via /proc/self/fd", re as _);
-    if re >= 0 {
-        unsafe { libc::close(re) };
-    }
-    // File handles.
-    let mut fh = vec![0u8; 8 + 128];
-    fh[..4].copy_from_slice(&128u32.to_ne_bytes());
-    let mut mount_id: libc::c_int = 0;
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_name_to_handle_at,
-            dfd,
-            name.as_ptr(),
-            fh.as_mut_ptr(),
-            &mut mount_id,
-            0,
-        )
-    };
-    check("name_to_handle_at", rc);
-    if rc == 0 {
-        let h = unsafe {
-            libc::syscall(
-                libc::SYS_open_by_handle_at,
-                dfd,
-                fh.as_mut_ptr(),
-                libc::O_PATH | libc::O_CLOEXEC,
-            )
-        };
-        check("open_by_handle_at", h);
-        if h >= 0 {
-            unsafe { libc::close(h as RawFd) };
-        }
-    }
-    // Extended attributes.
-    let xn = cstr("user.test");
-    check(
-        "fsetxattr",
-        unsafe { libc::fsetxattr(fd, xn.as_ptr(), b"v".as_ptr() as *const _, 1, 0) } as _,
-    );
-    let mut xb = [0u8; 64];
-    check("fgetxattr", unsafe {
-        libc::fgetxattr(fd, xn.as_ptr(), xb.as_mut_ptr() as *mut _, xb.len())
-    } as _);
-    check(
-        "flistxattr",
-        unsafe { libc::flistxattr(fd, xb.as_mut_ptr() as *mut _, xb.len()) } as _,
-    );
-    check(
-        "fremovexattr",
-        unsafe { libc::fremovexattr(fd, xn.as_ptr()) } as _,
-    );
-    let path = cstr(dir.join("x").to_str().unwrap());
-    check("lsetxattr", unsafe {
-        libc::lsetxattr(path.as_ptr(), xn.as_ptr(), b"v".as_ptr() as *const _, 1, 0)
-    } as _);
-    check("getxattr", unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            xn.as_ptr(),
-            xb.as_mut_ptr() as *mut _,
-            xb.len(),
-        )
-    } as _);
-    check("llistxattr", unsafe {
-        libc::llistxattr(path.as_ptr(), xb.as_mut_ptr() as *mut _, xb.len())
-    } as _);
-    check(
-        "removexattr",
-        unsafe { libc::removexattr(path.as_ptr(), xn.as_ptr()) } as _,
-    );
-    check("umask", unsafe { libc::umask(0o022) } as _);
-    unsafe {
-        libc::close(fdy);
-        libc::close(fd);
-        libc::close(dfd);
-    }
+    // SAFETY: see raw_at_syscalls; called once from the workload child.
+    unsafe { raw_at_syscalls(dir) };
 
     // --- per-thread credentials
     // SAFETY: raw credential syscalls affecting only this thread; restored right away.
@@ -416,6 +403,7 @@ fn workload(dir: &std::path::Path, sock_tx: OwnedFd, sock_rx: OwnedFd, memfd: Ow
                         "unshare(CLONE_FS)",
                         unsafe { libc::unshare(libc::CLONE_FS) } as _,
                     );
+                    // SAFETY: umask has no memory-safety preconditions.
                     unsafe { libc::umask(0o077) };
                     let (m, c) = &*pair;
                     *m.lock().unwrap() += 1;
