@@ -83,6 +83,7 @@ fn init_logging(level: cli::LogLevel) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -285,35 +286,31 @@ pub fn passthrough_config(
 
 fn build_fs(config: &Config, root: &Path) -> anyhow::Result<vhostfs_passthrough::PassthroughFs> {
     let c = passthrough_config(config, root)?;
-    vhostfs_passthrough::PassthroughFs::new(c)
+    // Our own /proc/self/fd: after entering a sandbox it is not reachable by path, and in
+    // namespace mode we are a forked child whose descriptors the parent's directory does not
+    // show.
+    let proc_self_fd = vhostfs_sandbox::proc_self_fd().context("opening /proc/self/fd")?;
+    vhostfs_passthrough::PassthroughFs::with_proc_self_fd(c, proc_self_fd)
         .with_context(|| format!("opening shared directory {}", root.display()))
 }
 
-/// Applies `--rlimit-nofile`: `Some(0)` leaves the limit alone; `None` raises the soft and
-/// hard limit to min(1000000, /proc/sys/fs/nr_open) when we may.
+/// Applies `--rlimit-nofile`: `Some(0)` leaves the limit alone; `None` sets
+/// min(1000000, /proc/sys/fs/nr_open), as far as we may.
 fn set_rlimit_nofile(limit: Option<u64>) -> anyhow::Result<()> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let explicit = limit.is_some();
-    let want = match limit {
-        Some(0) => return Ok(()),
-        Some(n) => n,
-        None => {
-            let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .unwrap_or(1_000_000);
-            nr_open.min(1_000_000)
+    let want = limit.unwrap_or_else(vhostfs_sandbox::default_rlimit_nofile);
+    match vhostfs_sandbox::set_rlimit_nofile(want) {
+        Ok(got) if want != 0 && got < want => {
+            if limit.is_some() {
+                tracing::warn!("RLIMIT_NOFILE raised only to {got} (wanted {want})");
+            } else {
+                tracing::info!("RLIMIT_NOFILE raised only to {got} (wanted {want})");
+            }
+            Ok(())
         }
-    };
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
-    if soft >= want && hard >= want {
-        return Ok(());
-    }
-    match setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)) {
-        Ok(()) => Ok(()),
-        Err(e) if explicit => bail!("--rlimit-nofile {want}: {e}"),
+        Ok(_) => Ok(()),
+        Err(e) if limit.is_some() => bail!("--rlimit-nofile {want}: {e}"),
         Err(e) => {
-            tracing::warn!("cannot raise RLIMIT_NOFILE to {want}: {e}; keeping {soft}");
+            tracing::warn!("cannot set RLIMIT_NOFILE to {want}: {e}");
             Ok(())
         }
     }
