@@ -16,7 +16,9 @@
 //! - An INTERRUPT that arrives before its SETLKW registered (different queues or threads) is
 //!   remembered in a small bounded FIFO; the SETLKW then fails with `EINTR` at once.
 //! - A signal that lands after registration but before the thread enters the blocking
-//!   syscall is lost; the kernel does not resend. That window is a few instructions wide.
+//!   syscall would be lost (the kernel does not resend INTERRUPT). So after the first signal
+//!   a short-lived helper thread re-sends it with growing pauses (1 ms doubling to 64 ms,
+//!   for about [`REKICK_FOR`]) for as long as that same registration is still in the table.
 //! - INTERRUPT for a `unique` that is not (yet) waiting is otherwise ignored; FUSE allows
 //!   that (the kernel only needs a reply to the original request).
 //!
@@ -30,6 +32,9 @@ pub const INTERRUPT_SIGNAL: libc::c_int = libc::SIGUSR2;
 
 /// How many early INTERRUPTs (for requests not yet waiting) are remembered.
 const EARLY_MAX: usize = 64;
+
+/// How long an interrupted request keeps being signalled while it is still waiting.
+pub(crate) const REKICK_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 static INSTALL: Once = Once::new();
 static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -66,31 +71,64 @@ fn current_tid() -> libc::pid_t {
     unsafe { libc::gettid() }
 }
 
+/// One waiting request: the thread running it and a serial number that tells this
+/// registration apart from a later one with the same `unique`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Waiter {
+    tid: libc::pid_t,
+    serial: u64,
+}
+
 #[derive(Default)]
 struct State {
-    waiting: HashMap<u64, libc::pid_t>,
+    waiting: HashMap<u64, Waiter>,
     early: VecDeque<u64>,
+    next_serial: u64,
 }
 
 /// The table of waiting SETLKW requests.
 #[derive(Default)]
 pub(crate) struct Interrupts {
-    state: Mutex<State>,
+    state: std::sync::Arc<Mutex<State>>,
 }
 
 /// Registration of one waiting request; dropping it unregisters.
 pub(crate) struct Registration<'a> {
     table: &'a Interrupts,
     unique: u64,
-    tid: libc::pid_t,
+    waiter: Waiter,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         let mut st = self.table.lock();
-        if st.waiting.get(&self.unique) == Some(&self.tid) {
+        if st.waiting.get(&self.unique) == Some(&self.waiter) {
             st.waiting.remove(&self.unique);
         }
+    }
+}
+
+fn lock_state(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends the interrupt signal to thread `tid` of this process.
+fn kick(tid: libc::pid_t) {
+    // SAFETY: tgkill only sends a signal; the handler for it is installed (waiters exist only
+    // after `install_handler` succeeded) and does nothing.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            tid,
+            INTERRUPT_SIGNAL as libc::c_long,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "tgkill for INTERRUPT failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -104,7 +142,7 @@ pub(crate) enum Registered<'a> {
 
 impl Interrupts {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock_state(&self.state)
     }
 
     /// Registers the calling thread as running the waiting request `unique`.
@@ -122,11 +160,16 @@ impl Interrupts {
             // A duplicate unique (a misbehaving guest): the first one keeps the entry.
             return Registered::Waiting(None);
         }
-        st.waiting.insert(unique, tid);
+        st.next_serial += 1;
+        let waiter = Waiter {
+            tid,
+            serial: st.next_serial,
+        };
+        st.waiting.insert(unique, waiter);
         Registered::Waiting(Some(Registration {
             table: self,
             unique,
-            tid,
+            waiter,
         }))
     }
 
@@ -134,29 +177,41 @@ impl Interrupts {
     /// remembers it for a while in case the request has not started waiting yet.
     pub(crate) fn interrupt(&self, unique: u64) {
         let mut st = self.lock();
-        if let Some(&tid) = st.waiting.get(&unique) {
-            // SAFETY: tgkill only sends a signal; the handler for it is installed (entries
-            // exist only after `install_handler` succeeded) and does nothing.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_tgkill,
-                    libc::getpid(),
-                    tid,
-                    INTERRUPT_SIGNAL as libc::c_long,
-                )
-            };
-            if rc != 0 {
-                tracing::debug!(
-                    "tgkill for INTERRUPT failed: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
+        if let Some(&waiter) = st.waiting.get(&unique) {
+            kick(waiter.tid);
+            drop(st);
+            self.spawn_rekicker(unique, waiter);
             return;
         }
         if st.early.len() >= EARLY_MAX {
             st.early.pop_front();
         }
         st.early.push_back(unique);
+    }
+
+    /// Keeps signalling `waiter` while it is still registered for `unique`, in case the
+    /// first signal arrived before it entered the blocking call.
+    fn spawn_rekicker(&self, unique: u64, waiter: Waiter) {
+        let state = std::sync::Arc::clone(&self.state);
+        let spawned = std::thread::Builder::new()
+            .name("setlkw-interrupt".into())
+            .spawn(move || {
+                let mut pause = std::time::Duration::from_millis(1);
+                let mut waited = std::time::Duration::ZERO;
+                while waited < REKICK_FOR {
+                    std::thread::sleep(pause);
+                    waited += pause;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(64));
+                    let st = lock_state(&state);
+                    if st.waiting.get(&unique) != Some(&waiter) {
+                        return;
+                    }
+                    kick(waiter.tid);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!("cannot spawn the SETLKW interrupt helper: {e}");
+        }
     }
 
     #[cfg(test)]
@@ -197,6 +252,11 @@ mod tests {
             let reg = t2.register(7);
             assert!(matches!(reg, Registered::Waiting(Some(_))));
             tx.send(()).unwrap();
+            // Dawdle so that the first signal surely lands before the blocking call.
+            let spin = std::time::Instant::now();
+            while spin.elapsed() < Duration::from_millis(3) {
+                std::hint::spin_loop();
+            }
             // Block in a syscall that the signal interrupts.
             let mut fds = [0; 2];
             // SAFETY: fds is a valid 2-int array.
@@ -214,14 +274,9 @@ mod tests {
             (n, err.raw_os_error())
         });
         rx.recv().unwrap();
-        // Give the thread time to enter read(); resend until it leaves.
-        for _ in 0..100 {
-            std::thread::sleep(Duration::from_millis(20));
-            t.interrupt(7);
-            if h.is_finished() {
-                break;
-            }
-        }
+        // One INTERRUPT, most likely before the thread is inside read(): the helper's
+        // re-sends still get it out.
+        t.interrupt(7);
         let (n, errno) = h.join().unwrap();
         assert_eq!(n, -1);
         assert_eq!(errno, Some(libc::EINTR));
