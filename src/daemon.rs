@@ -114,10 +114,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 fn run_fuse(config: &Config, shared: &Path, mnt: &Path, signals: SigSet) -> anyhow::Result<()> {
     let fs = build_fs(config, shared)?;
     let server = Arc::new(Server::new(fs, server_options(config)));
-    let opts = vhostfs_fuse_dev::MountOptions {
-        read_only: config.readonly,
-        ..Default::default()
-    };
+    // `--readonly` is enforced by the file system (EROFS), as a guest sees it; the host mount
+    // itself stays read-write so that the tests exercise exactly that.
+    let opts = vhostfs_fuse_dev::MountOptions::default();
     let session =
         vhostfs_fuse_dev::Session::mount(mnt, &opts, server.options().max_write as usize)?;
     // The sandbox is `none` here (checked by the command line): the host mount must stay

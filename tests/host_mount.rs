@@ -725,6 +725,38 @@ fn posix_and_flock_locks() {
         Err(libc::EAGAIN),
         "a lock through the mount must block a conflicting host lock"
     );
+
+    // The same for flock.
+    let host_f = File::open(fx.share.join("shared")).unwrap();
+    let via_f = File::open(fx.mnt.join("shared")).unwrap();
+    // SAFETY: valid fds.
+    unsafe {
+        assert_eq!(
+            libc::flock(host_f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
+            0
+        );
+        assert_eq!(
+            sys(libc::flock(
+                via_f.as_raw_fd(),
+                libc::LOCK_EX | libc::LOCK_NB
+            )),
+            Err(libc::EWOULDBLOCK),
+            "a host flock must block a conflicting flock through the mount"
+        );
+        assert_eq!(libc::flock(host_f.as_raw_fd(), libc::LOCK_UN), 0);
+        assert_eq!(
+            libc::flock(via_f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB),
+            0
+        );
+        assert_eq!(
+            sys(libc::flock(
+                host_f.as_raw_fd(),
+                libc::LOCK_EX | libc::LOCK_NB
+            )),
+            Err(libc::EWOULDBLOCK),
+            "a flock through the mount must block a conflicting host flock"
+        );
+    }
 }
 
 /// A helper process: `lock-holder PATH` takes a POSIX write lock on PATH, prints "locked",
@@ -1123,4 +1155,109 @@ fn symlinks_do_not_escape_the_share() {
         found.is_empty(),
         "secret visible through the mount at {found:?}"
     );
+}
+
+#[test]
+fn readonly_share_refuses_changes() {
+    let Some(fx) = fixture(&["--readonly", "--xattr"]) else {
+        return;
+    };
+    fs::write(fx.share.join("f"), b"content").unwrap();
+    fs::create_dir(fx.share.join("d")).unwrap();
+    let m = &fx.mnt;
+    assert_eq!(fs::read(m.join("f")).unwrap(), b"content");
+    let erofs = |r: std::io::Result<()>, what: &str| {
+        assert_eq!(
+            r.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EROFS)),
+            "{what}"
+        )
+    };
+    erofs(fs::write(m.join("new"), b"x"), "create");
+    erofs(
+        OpenOptions::new().write(true).open(m.join("f")).map(|_| ()),
+        "open for writing",
+    );
+    erofs(fs::create_dir(m.join("nd")), "mkdir");
+    erofs(fs::remove_file(m.join("f")), "unlink");
+    erofs(fs::remove_dir(m.join("d")), "rmdir");
+    erofs(fs::rename(m.join("f"), m.join("g")), "rename");
+    erofs(
+        fs::set_permissions(m.join("f"), fs::Permissions::from_mode(0o600)),
+        "chmod",
+    );
+    erofs(std::os::unix::fs::symlink("f", m.join("l")), "symlink");
+    erofs(fs::hard_link(m.join("f"), m.join("h")), "link");
+    assert_eq!(
+        setxattr(&m.join("f"), "user.x", b"1", 0),
+        Err(libc::EROFS),
+        "setxattr"
+    );
+    assert_eq!(fs::read(fx.share.join("f")).unwrap(), b"content");
+}
+
+#[test]
+fn uid_translation_and_xattr_mapping_are_wired() {
+    let Some(fx) = fixture(&[
+        "--translate-uid=map:0:1000:1",
+        "--translate-gid=map:0:1001:1",
+        "--xattr",
+        "--xattrmap=:map::user.virtiofs.:",
+    ]) else {
+        return;
+    };
+    // Root in the "guest" (here: the host process using the mount) creates files as host
+    // uid 1000 / gid 1001, and sees them as its own. It owns the share's root.
+    let share = c(&fx.share);
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { libc::chown(share.as_ptr(), 1000, 1001) }, 0);
+    let root = fs::metadata(&fx.mnt).unwrap();
+    assert_eq!((root.uid(), root.gid()), (0, 0));
+    fs::write(fx.mnt.join("f"), b"x").unwrap();
+    let host = fs::metadata(fx.share.join("f")).unwrap();
+    assert_eq!((host.uid(), host.gid()), (1000, 1001));
+    let guest = fs::metadata(fx.mnt.join("f")).unwrap();
+    assert_eq!((guest.uid(), guest.gid()), (0, 0));
+    // Extended attribute names get the prefix on the host.
+    setxattr(&fx.mnt.join("f"), "user.color", b"red", 0).unwrap();
+    assert_eq!(
+        getxattr(&fx.share.join("f"), "user.virtiofs.user.color", 16),
+        Ok(b"red".to_vec())
+    );
+    assert_eq!(
+        getxattr(&fx.mnt.join("f"), "user.color", 16),
+        Ok(b"red".to_vec())
+    );
+    assert_eq!(
+        getxattr(&fx.share.join("f"), "user.color", 16),
+        Err(libc::ENODATA)
+    );
+}
+
+#[test]
+fn parallel_io_from_many_threads() {
+    let Some(fx) = fixture(&["--thread-pool-size=4"]) else {
+        return;
+    };
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let dir = fx.mnt.join(format!("t{t}"));
+            std::thread::spawn(move || {
+                fs::create_dir(&dir).unwrap();
+                for i in 0..100 {
+                    let data: Vec<u8> = (0..(i * 997 % 70_000)).map(|b| (b + t) as u8).collect();
+                    let p = dir.join(format!("f{i}"));
+                    fs::write(&p, &data).unwrap();
+                    assert_eq!(fs::read(&p).unwrap(), data);
+                    if i % 2 == 0 {
+                        fs::remove_file(&p).unwrap();
+                    }
+                }
+                fs::read_dir(&dir).unwrap().count()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 50);
+    }
 }
