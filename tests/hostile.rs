@@ -57,6 +57,30 @@ fn hostile_catalogue() {
     let ours = hostile::run(&mut t, &scenarios, WAIT);
     let mut labels = vec![format!("vhostfs ({} spawns)", t.spawns())];
     let mut results = vec![ours.clone()];
+    // The production configuration: our namespace sandbox. Asserted the same way.
+    let breakers = scenarios.iter().filter(|s| s.breaks_queue).count() as u32;
+    match SpawnedTarget::new(
+        DaemonSpec::vhostfs_sandboxed(env!("CARGO_BIN_EXE_vhostfs")),
+        DriverConfig::default(),
+    ) {
+        Ok(mut ns) => {
+            let recs = hostile::run(&mut ns, &scenarios, WAIT);
+            labels.push(format!("vhostfs-ns ({} spawns)", ns.spawns()));
+            let failed: Vec<String> = recs
+                .iter()
+                .filter(|r| !r.passed())
+                .map(|r| format!("{}: {}", r.name, r.summary()))
+                .collect();
+            assert!(
+                failed.is_empty(),
+                "sandboxed vhostfs failed hostile scenarios:\n{}",
+                failed.join("\n")
+            );
+            assert!(ns.spawns() <= 1 + breakers);
+            results.push(recs);
+        }
+        Err(e) => println!("NOTE: vhostfs with its namespace sandbox did not start: {e}"),
+    }
     if let Some(bin) = virtiofsd_present() {
         for spec in [
             DaemonSpec::virtiofsd(&bin),
@@ -94,7 +118,6 @@ fn hostile_catalogue() {
         );
     }
     // Only the queue-breaking scenarios may cost a reconnect.
-    let breakers = scenarios.iter().filter(|s| s.breaks_queue).count() as u32;
     assert!(
         t.spawns() <= 1 + breakers,
         "vhostfs was respawned {} times",

@@ -47,6 +47,15 @@ impl DaemonSpec {
 }
 
 impl DaemonSpec {
+    /// Our daemon with its default namespace sandbox.
+    pub fn vhostfs_sandboxed(bin: impl Into<PathBuf>) -> Self {
+        Self {
+            label: "vhostfs-ns".into(),
+            bin: bin.into(),
+            extra_args: vec![],
+        }
+    }
+
     /// virtiofsd with its default namespace sandbox (the shared directory becomes the root
     /// of a private mount namespace) and quiet logging.
     pub fn virtiofsd_sandboxed(bin: impl Into<PathBuf>) -> Self {

@@ -205,7 +205,8 @@ fn main() -> Result<()> {
                     .join("vhostfs"),
             };
             let specs = [
-                DaemonSpec::vhostfs(vhostfs),
+                DaemonSpec::vhostfs(vhostfs.clone()),
+                DaemonSpec::vhostfs_sandboxed(vhostfs),
                 DaemonSpec::virtiofsd(virtiofsd),
                 DaemonSpec::virtiofsd_sandboxed(virtiofsd),
             ];
