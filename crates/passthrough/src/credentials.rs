@@ -169,7 +169,7 @@ impl Drop for CredGuard<'_> {
 
 thread_local! {
     /// Whether this thread has its own fs context, and what we set in it.
-    static THREAD_FS: Cell<ThreadFs> = const { Cell::new(ThreadFs { state: FsState::Shared, umask: 0, cwd_proc: false }) };
+    static THREAD_FS: Cell<ThreadFs> = const { Cell::new(ThreadFs { state: FsState::Shared, umask: 0, cwd_proc: 0 }) };
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -183,7 +183,9 @@ enum FsState {
 struct ThreadFs {
     state: FsState,
     umask: u32,
-    cwd_proc: bool,
+    /// Which `/proc/self/fd` the current directory is (an id of the file system instance that
+    /// holds it; 0 = none): another instance's may be another process's, after a fork.
+    cwd_proc: u64,
 }
 
 /// Gives the calling thread its own umask and current directory (once per thread).
@@ -231,12 +233,13 @@ pub(crate) fn set_thread_umask(umask: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes `proc_self_fd` the calling thread's current directory, so that `"N"` names fd N.
-pub(crate) fn chdir_proc_self_fd(proc_self_fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Makes `proc_self_fd` (held by the file system instance `instance`, a nonzero id) the
+/// calling thread's current directory, so that `"N"` names fd N.
+pub(crate) fn chdir_proc_self_fd(proc_self_fd: BorrowedFd<'_>, instance: u64) -> io::Result<()> {
     let mut st = private_fs()?;
-    if !st.cwd_proc {
+    if st.cwd_proc != instance {
         rustix::process::fchdir(proc_self_fd)?;
-        st.cwd_proc = true;
+        st.cwd_proc = instance;
         THREAD_FS.with(|c| c.set(st));
     }
     Ok(())

@@ -82,6 +82,8 @@ pub struct PassthroughFs {
     killpriv_v2: AtomicBool,
     /// With file handles: an fd (not `O_PATH`) on each host mount, by mount id.
     mount_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// Unique id of this instance (for per-thread state that refers to `proc_self_fd`).
+    instance: u64,
     /// Number of lock file descriptions open (see the module docs on locks).
     lock_fd_count: Arc<AtomicU64>,
 }
@@ -161,6 +163,10 @@ impl PassthroughFs {
             killpriv_v2: AtomicBool::new(false),
             mount_fds: Mutex::new(HashMap::new()),
             lock_fd_count: Arc::new(AtomicU64::new(0)),
+            instance: {
+                static NEXT: AtomicU64 = AtomicU64::new(1);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
             cfg,
         };
         if fs.cfg.inode_file_handles != InodeFileHandles::Never {
@@ -531,7 +537,7 @@ impl PassthroughFs {
         f: impl FnOnce(&CStr) -> io::Result<T>,
     ) -> io::Result<T> {
         let fd: InodeFd<'_> = data.fd()?;
-        credentials::chdir_proc_self_fd(self.proc_self_fd.as_fd())?;
+        credentials::chdir_proc_self_fd(self.proc_self_fd.as_fd(), self.instance)?;
         let name = sys::fd_name(fd.as_fd().as_raw_fd());
         f(name.as_c_str())
     }

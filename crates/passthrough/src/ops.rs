@@ -294,12 +294,8 @@ impl FileSystem for PassthroughFs {
         let pfd = data.fd()?;
         let hfd = handle.as_ref().map(|h| h.file.as_fd());
 
-        if let Some(mode) = attr.mode {
-            match hfd {
-                Some(f) => rustix::fs::fchmod(f, Mode::from_bits_retain(mode & 0o7777))?,
-                None => self.chmod_inode(&data, pfd.as_fd(), mode)?,
-            }
-        }
+        // Owner first: a chown clears setuid/setgid, an explicit mode in the same request
+        // must win.
         if attr.uid.is_some() || attr.gid.is_some() {
             let uid = attr.uid.map(|u| self.host_uid(u)).transpose()?;
             let gid = attr.gid.map(|g| self.host_gid(g)).transpose()?;
@@ -310,6 +306,12 @@ impl FileSystem for PassthroughFs {
                 gid.map(host_gid_t),
                 AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
             )?;
+        }
+        if let Some(mode) = attr.mode {
+            match hfd {
+                Some(f) => rustix::fs::fchmod(f, Mode::from_bits_retain(mode & 0o7777))?,
+                None => self.chmod_inode(&data, pfd.as_fd(), mode)?,
+            }
         }
         if let Some(size) = attr.size {
             match hfd {
