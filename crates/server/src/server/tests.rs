@@ -827,6 +827,23 @@ fn malformed_requests_get_errors() {
         errno(&s, &req(op::SYMLINK, 1).name(b"l").name(&target).build()),
         libc::ENAMETOOLONG
     );
+    // A body larger than any request may be is refused without being decoded.
+    let huge = vec![b'v'; MAX_REQUEST_BODY + (128 << 10)];
+    let sx = abi::SetxattrIn {
+        size: huge.len() as u32,
+        ..Default::default()
+    };
+    assert_eq!(
+        errno(
+            &s,
+            &req(op::SETXATTR, 1)
+                .arg(&sx)
+                .name(b"user.x")
+                .bytes(&huge)
+                .build()
+        ),
+        libc::EINVAL
+    );
     // Xattr sizes.
     let sx = abi::SetxattrIn {
         size: 1 << 20,
