@@ -1573,3 +1573,56 @@ fn cache_policies_set_open_flags_and_readdirplus() {
         assert_eq!(e.entry_timeout, policy.timeout());
     }
 }
+
+#[test]
+fn supplementary_group_grants_access_to_the_parent() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let dir = td.path().join("team");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(0), Some(5000)).unwrap();
+    let fs = new_fs(td.path());
+    let d = lookup(&fs, ROOT_INODE, "team").unwrap();
+    let mut ctx = Context {
+        uid: 1000,
+        gid: 1000,
+        ..Default::default()
+    };
+    let f = name("f");
+    assert_eq!(
+        errno_of(fs.mknod(&ctx, d.inode, n(&f), libc::S_IFREG | 0o644, 0, 0)),
+        libc::EACCES
+    );
+    ctx.supplementary_gid = Some(5000);
+    let e = fs
+        .mknod(&ctx, d.inode, n(&f), libc::S_IFREG | 0o644, 0, 0)
+        .unwrap();
+    assert_eq!((e.attr.st_uid, e.attr.st_gid), (1000, 1000));
+    // The thread's groups are back to the daemon's afterwards.
+    let groups = rustix::process::getgroups().unwrap();
+    assert!(!groups.iter().any(|g| g.as_raw() == 5000));
+}
+
+#[test]
+fn hostile_ids_fail_closed() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return;
+    }
+    let td = tempfile::tempdir().unwrap();
+    let fs = new_fs(td.path());
+    // uid -1 cannot be switched to: refuse rather than create as root.
+    let ctx = Context {
+        uid: u32::MAX,
+        gid: 0,
+        ..Default::default()
+    };
+    let f = name("f");
+    assert_eq!(
+        errno_of(fs.mknod(&ctx, ROOT_INODE, n(&f), libc::S_IFREG | 0o644, 0, 0)),
+        libc::EPERM
+    );
+    assert!(!td.path().join("f").exists());
+}
