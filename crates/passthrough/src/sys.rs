@@ -1,7 +1,7 @@
 //! Thin wrappers around the host system calls the file system needs beyond what `rustix`
 //! offers directly, and conversions between host and FUSE representations.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -67,10 +67,34 @@ pub(crate) fn statx_at(
     Ok(StatxResult { st, mnt_id })
 }
 
+/// The decimal name of an fd in `/proc/self/fd`, NUL-terminated, without allocating.
+pub(crate) struct FdName {
+    buf: [u8; 12],
+    start: usize,
+}
+
+impl FdName {
+    /// The name as a C string.
+    pub fn as_c_str(&self) -> &CStr {
+        // The buffer ends in the NUL written by `fd_name` and holds only digits before it.
+        CStr::from_bytes_with_nul(&self.buf[self.start..]).unwrap_or(c"")
+    }
+}
+
 /// The decimal name of `fd` in `/proc/self/fd`.
-pub(crate) fn fd_name(fd: RawFd) -> CString {
-    // A formatted integer never contains a NUL.
-    CString::new(fd.to_string()).unwrap_or_default()
+pub(crate) fn fd_name(fd: RawFd) -> FdName {
+    let mut buf = [0u8; 12];
+    let mut pos = buf.len() - 1; // buf[11] stays the NUL
+    let mut n = fd.unsigned_abs();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    FdName { buf, start: pos }
 }
 
 /// Opens the file behind `fd` (an `O_PATH` fd) again with `flags`, through the magic link
@@ -270,4 +294,26 @@ pub(crate) fn for_each_dirent(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_names() {
+        assert_eq!(fd_name(0).as_c_str(), c"0");
+        assert_eq!(fd_name(7).as_c_str(), c"7");
+        assert_eq!(fd_name(1234567).as_c_str(), c"1234567");
+        assert_eq!(fd_name(i32::MAX).as_c_str(), c"2147483647");
+    }
+
+    #[test]
+    fn lock_ranges() {
+        assert_eq!(lock_range(0, u64::MAX).unwrap(), (0, 0));
+        assert_eq!(lock_range(5, i64::MAX as u64).unwrap(), (5, 0));
+        assert_eq!(lock_range(5, 9).unwrap(), (5, 5));
+        assert!(lock_range(9, 5).is_err());
+        assert!(lock_range(u64::MAX, u64::MAX).is_err());
+    }
 }
