@@ -183,7 +183,11 @@ pub struct Server<F> {
 
 impl<F: FileSystem> Server<F> {
     /// A server for `fs`.
+    ///
+    /// The first server made in a process installs a do-nothing handler for
+    /// [`INTERRUPT_SIGNAL`] (`SIGUSR2`), used to interrupt waiting SETLKW requests.
     pub fn new(fs: F, options: ServerOptions) -> Self {
+        interrupt::install_handler();
         Self {
             fs,
             options,

@@ -22,7 +22,10 @@
 //! - INTERRUPT for a `unique` that is not (yet) waiting is otherwise ignored; FUSE allows
 //!   that (the kernel only needs a reply to the original request).
 //!
-//! The signal handler is installed process-wide on first use (the first SETLKW).
+//! The signal handler is installed process-wide when the first [`Server`](crate::Server) is
+//! made (so before any seccomp filter is applied, normally), and the signal is unblocked in
+//! the thread that waits (a daemon may block signals in its worker threads). A sandbox must
+//! allow `tgkill`, `rt_sigprocmask` and thread creation for this to work.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, Once};
@@ -43,7 +46,7 @@ extern "C" fn noop_handler(_sig: libc::c_int) {}
 
 /// Installs the no-op, non-restarting handler for [`INTERRUPT_SIGNAL`] once; true when it is
 /// in place.
-fn install_handler() -> bool {
+pub(crate) fn install_handler() -> bool {
     INSTALL.call_once(|| {
         // SAFETY: `sa` is fully initialised (zeroed, then handler and empty mask set); the
         // handler is async-signal-safe (it does nothing). No SA_RESTART, so blocking calls
@@ -64,6 +67,18 @@ fn install_handler() -> bool {
         INSTALLED.store(ok, std::sync::atomic::Ordering::Release);
     });
     INSTALLED.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Makes sure the calling thread can receive [`INTERRUPT_SIGNAL`].
+fn unblock_signal() {
+    // SAFETY: `set` is initialised by sigemptyset before use; pthread_sigmask only changes
+    // this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, INTERRUPT_SIGNAL);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 fn current_tid() -> libc::pid_t {
@@ -150,6 +165,7 @@ impl Interrupts {
         if !install_handler() {
             return Registered::Waiting(None);
         }
+        unblock_signal();
         let tid = current_tid();
         let mut st = self.lock();
         if let Some(pos) = st.early.iter().position(|&u| u == unique) {
@@ -249,6 +265,13 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let t2 = t.clone();
         let h = std::thread::spawn(move || {
+            // Like a daemon worker that blocks every signal.
+            // SAFETY: `all` is initialised by sigfillset; only this thread's mask changes.
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+            }
             let reg = t2.register(7);
             assert!(matches!(reg, Registered::Waiting(Some(_))));
             tx.send(()).unwrap();
