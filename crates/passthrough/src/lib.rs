@@ -15,8 +15,15 @@
 //!
 //! # Credentials, umask
 //!
-//! See [`credentials`](crate::credentials) (private module): creating requests and ACCESS run
-//! with the caller's fsuid/fsgid; other requests rely on the guest kernel's permission checks.
+//! Creating requests (MKNOD, MKDIR, SYMLINK, CREATE, TMPFILE) and ACCESS run with the caller's
+//! (id-mapped) uid and gid as the worker thread's fsuid/fsgid (raw per-thread `setfsuid`,
+//! `setfsgid`, `setgroups` for the `CREATE_SUPP_GROUP` group), so new files get the right owner
+//! and permission checks use the caller's identity; other requests rely on the guest kernel's
+//! permission checks (virtio-fs always mounts with `default_permissions`), as with virtiofsd.
+//! A daemon that is not root switches nothing. The guest's umask is applied per request with a
+//! per-thread umask (`unshare(CLONE_FS)` once per thread); with POSIX ACLs the host kernel
+//! applies it only where the parent has no default ACL. The process umask is left alone. The
+//! `credentials` module (private) has the details.
 //!
 //! # Locks
 //!
@@ -34,6 +41,32 @@
 //! already been dropped by the FLUSH of its own close). `flock` maps to `flock(2)` on the handle's fd
 //! (flock locks belong to the open file, which the handle is). FLUSH also emulates the close
 //! itself (`dup` + `close` of the handle's fd, which lets network file systems flush).
+
+//! # Requests
+//!
+//! | request | host calls |
+//! |---|---|
+//! | LOOKUP | `openat(parent, name, O_PATH\|O_NOFOLLOW)` + `statx` (key `(st_dev, st_ino, mnt_id)`) |
+//! | FORGET, BATCH_FORGET | lookup count; the `O_PATH` fd closes at zero |
+//! | GETATTR | `statx` of the handle's fd or the inode's `O_PATH` fd |
+//! | SETATTR | `fchownat(AT_EMPTY_PATH)`, `fchmod`/`fchmodat` via `/proc/self/fd`, `ftruncate`, `futimens`/`utimensat(AT_EMPTY_PATH)` |
+//! | READLINK | `readlinkat(fd, "")` |
+//! | MKNOD, MKDIR, SYMLINK | `mknodat`, `mkdirat`, `symlinkat` as the caller |
+//! | UNLINK, RMDIR, RENAME(2) | `unlinkat`, `renameat2` |
+//! | LINK | `linkat(AT_EMPTY_PATH)`, falling back to the `/proc/self/fd` magic link |
+//! | OPEN, OPENDIR | reopen of the `O_PATH` fd through `/proc/self/fd` |
+//! | CREATE | `openat(O_CREAT\|O_EXCL\|O_NOFOLLOW)` as the caller, else an OPEN of the existing file |
+//! | TMPFILE | `openat(dir, ".", O_TMPFILE)` as the caller |
+//! | READ, WRITE | `preadv`/`pwritev` between the handle's fd and the request's buffers |
+//! | STATFS | `fstatvfs` |
+//! | RELEASE, RELEASEDIR | close of the handle's fd |
+//! | FLUSH | drop the owner's POSIX locks; `dup` + `close` |
+//! | FSYNC, FSYNCDIR, SYNCFS | `fsync`/`fdatasync`, `syncfs` |
+//! | *XATTR | `getxattr`/`setxattr`/`listxattr`/`removexattr` on the `/proc/self/fd/N` magic link |
+//! | READDIR, READDIRPLUS | `getdents64`, cookies are `d_off`, `lseek` to resume; PLUS adds a LOOKUP per entry |
+//! | GETLK, SETLK, SETLKW | OFD locks on a per-owner description; `flock(2)` on the handle's fd |
+//! | ACCESS | `faccessat2(AT_EACCESS)` as the caller |
+//! | FALLOCATE, LSEEK, COPY_FILE_RANGE | the same calls on the handles' fds |
 
 pub mod config;
 mod credentials;

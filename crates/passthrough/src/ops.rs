@@ -1174,6 +1174,8 @@ impl FileSystem for PassthroughFs {
             | libc::SEEK_HOLE) => w,
             _ => return Err(errno(libc::EINVAL)),
         };
+        // The stream position of a directory handle is readdir's business.
+        *h.lock_dir() = None;
         sys::lseek(h.file.as_fd(), offset as i64, whence)
     }
 
