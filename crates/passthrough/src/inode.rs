@@ -308,6 +308,7 @@ impl InodeTable {
         maps.by_key.clear();
         if let Some(root) = root {
             root.refcount.store(2, Ordering::Relaxed);
+            root.lock_fds().clear();
             maps.by_key.insert(root.key, ROOT_INODE);
             maps.by_id.insert(ROOT_INODE, root);
         }
