@@ -537,7 +537,19 @@ impl FileSystem for PassthroughFs {
             self.check_writable()?;
         }
         self.handles.check_room()?;
-        let file = self.open_inode(&data, oflags)?;
+        let file = match self.open_inode(&data, oflags) {
+            // Writeback caching made a write-only open read-write; where the daemon may not
+            // read the file, fall back to what the guest asked for.
+            Err(e)
+                if e.raw_os_error() == Some(libc::EACCES)
+                    && flags as i32 & libc::O_ACCMODE == libc::O_WRONLY
+                    && oflags.bits() as i32 & libc::O_ACCMODE == libc::O_RDWR =>
+            {
+                let wronly = (oflags & !OFlags::RDWR) | OFlags::WRONLY;
+                self.open_inode(&data, wronly)?
+            }
+            r => r?,
+        };
         if oflags.contains(OFlags::TRUNC)
             && fuse_open_flags & fuse_flags::OPEN_KILL_SUIDGID != 0
             && self.killpriv_v2.load(Ordering::Relaxed)
