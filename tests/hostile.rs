@@ -362,3 +362,37 @@ fn flood_large_ring() {
     }
     assert_eq!(answered, 5120);
 }
+
+/// Every request queue is served, and a malformed chain on one does not disturb the other.
+#[test]
+fn second_request_queue_serves() {
+    let cfg = DriverConfig {
+        request_queues: 2,
+        ..Default::default()
+    };
+    let Some(mut t) = spawn_vhostfs(cfg) else {
+        return;
+    };
+    let mut d = t.connect().expect("vhostfs offers two request queues");
+    let q2 = REQUEST_QUEUE + 1;
+    let getattr = |d: &mut vhostfs_driver::Driver, q: usize| {
+        let u = d.next_unique();
+        let r = vhostfs_driver::fuse::encode(abi::opcode::GETATTR, u, abi::ROOT_ID, &[&[0u8; 16]]);
+        d.fuse_chain(q, &ChainBuilder::new().readable(&r).writable(256))
+            .and_then(|r| r.ok())
+    };
+    getattr(&mut d, q2).expect("GETATTR on the second request queue");
+    // Garbage on queue 2, then both queues still answer.
+    let end = d.mem().end();
+    let head = d
+        .submit(
+            q2,
+            &ChainBuilder::new()
+                .readable_at(end + 4096, 56)
+                .writable(256),
+        )
+        .unwrap();
+    let _ = d.wait(q2, head, WAIT).unwrap();
+    getattr(&mut d, REQUEST_QUEUE).expect("queue 1 after garbage on queue 2");
+    getattr(&mut d, q2).expect("queue 2 after garbage on queue 2");
+}
