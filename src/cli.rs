@@ -508,6 +508,8 @@ pub struct Config {
     pub translate_gid: Vec<String>,
     /// RLIMIT_NOFILE to set; `None` for the default, `Some(0)` to leave it alone.
     pub rlimit_nofile: Option<u64>,
+    /// `--modcaps` edit of the capabilities the daemon keeps.
+    pub modcaps: Option<String>,
     /// Log level.
     pub log_level: LogLevel,
     /// Log to syslog.
@@ -658,11 +660,6 @@ impl Config {
         {
             return err("--translate-uid/--translate-gid cannot be used with --posix-acl");
         }
-        if let Some(m) = &modcaps {
-            return err(format!(
-                "--modcaps {m}: changing the capability set is not supported"
-            ));
-        }
         if !args.uid_map.is_empty() || !args.gid_map.is_empty() {
             return err(
                 "--uid-map/--gid-map (user namespace mappings) are not supported; use \
@@ -749,6 +746,7 @@ impl Config {
             translate_uid: args.translate_uid.clone(),
             translate_gid: args.translate_gid.clone(),
             rlimit_nofile: args.rlimit_nofile,
+            modcaps,
             log_level: log_level.unwrap_or(LogLevel::Info),
             syslog: args.syslog,
             warnings,
@@ -947,7 +945,6 @@ mod tests {
     #[test]
     fn unsupported_options_are_refused_or_warned() {
         for bad in [
-            vec!["--modcaps=+sys_admin"],
             vec!["--uid-map=:0:1000:1:"],
             vec!["--gid-map=:0:1000:1:"],
             vec!["--num-request-queues=0"],

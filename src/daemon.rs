@@ -95,6 +95,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     if !shared.is_dir() {
         bail!("shared directory {}: not a directory", shared.display());
     }
+    let caps = capabilities(config)?;
     set_rlimit_nofile(config.rlimit_nofile)?;
 
     // Block the termination signals before any thread exists, so that every thread inherits
@@ -106,12 +107,18 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     signals.thread_block().context("blocking signals")?;
 
     match &config.listen {
-        Listen::FuseMountpoint(mnt) => run_fuse(config, &shared, mnt, signals),
-        Listen::SocketPath(_) | Listen::Fd(_) => run_vhost_user(config, &shared, signals),
+        Listen::FuseMountpoint(mnt) => run_fuse(config, &shared, mnt, signals, &caps),
+        Listen::SocketPath(_) | Listen::Fd(_) => run_vhost_user(config, &shared, signals, &caps),
     }
 }
 
-fn run_fuse(config: &Config, shared: &Path, mnt: &Path, signals: SigSet) -> anyhow::Result<()> {
+fn run_fuse(
+    config: &Config,
+    shared: &Path,
+    mnt: &Path,
+    signals: SigSet,
+    caps: &[vhostfs_sandbox::Cap],
+) -> anyhow::Result<()> {
     let fs = build_fs(config, shared)?;
     let server = Arc::new(Server::new(fs, server_options(config)));
     // `--readonly` is enforced by the file system (EROFS), as a guest sees it; the host mount
@@ -120,7 +127,10 @@ fn run_fuse(config: &Config, shared: &Path, mnt: &Path, signals: SigSet) -> anyh
     let session =
         vhostfs_fuse_dev::Session::mount(mnt, &opts, server.options().max_write as usize)?;
     // The sandbox is `none` here (checked by the command line): the host mount must stay
-    // reachable so that we can unmount it.
+    // reachable so that we can unmount it (which needs CAP_SYS_ADMIN).
+    let mut caps = caps.to_vec();
+    caps.push(vhostfs_sandbox::Cap::SYS_ADMIN);
+    vhostfs_sandbox::drop_capabilities(&caps).context("dropping capabilities")?;
     vhostfs_sandbox::install_seccomp(seccomp_action(config.seccomp))
         .context("installing the seccomp filter")?;
 
@@ -154,7 +164,12 @@ fn run_fuse(config: &Config, shared: &Path, mnt: &Path, signals: SigSet) -> anyh
     Ok(())
 }
 
-fn run_vhost_user(config: &Config, shared: &Path, signals: SigSet) -> anyhow::Result<()> {
+fn run_vhost_user(
+    config: &Config,
+    shared: &Path,
+    signals: SigSet,
+    caps: &[vhostfs_sandbox::Cap],
+) -> anyhow::Result<()> {
     let (listener, cleanup) = match &config.listen {
         Listen::SocketPath(p) => {
             let (l, c) = crate::socket::bind(p)?;
@@ -170,7 +185,14 @@ fn run_vhost_user(config: &Config, shared: &Path, signals: SigSet) -> anyhow::Re
         Listen::FuseMountpoint(_) => unreachable!("handled by run_fuse"),
     };
     let cleanup = Arc::new(cleanup);
-    let res = serve_vhost_user(config, shared, listener, signals, Arc::clone(&cleanup));
+    let res = serve_vhost_user(
+        config,
+        shared,
+        listener,
+        signals,
+        caps,
+        Arc::clone(&cleanup),
+    );
     if let Some(c) = cleanup.as_ref() {
         c.remove();
     }
@@ -182,12 +204,14 @@ fn serve_vhost_user(
     shared: &Path,
     listener: std::os::unix::net::UnixListener,
     signals: SigSet,
+    caps: &[vhostfs_sandbox::Cap],
     cleanup: Arc<Option<crate::socket::SocketCleanup>>,
 ) -> anyhow::Result<()> {
     let root: PathBuf = vhostfs_sandbox::enter(sandbox_mode(config.sandbox), shared)
         .context("entering the sandbox")?;
     let fs = build_fs(config, &root)?;
     let server = Arc::new(Server::new(fs, server_options(config)));
+    vhostfs_sandbox::drop_capabilities(caps).context("dropping capabilities")?;
     vhostfs_sandbox::install_seccomp(seccomp_action(config.seccomp))
         .context("installing the seccomp filter")?;
 
@@ -214,6 +238,26 @@ fn serve_vhost_user(
     vhostfs_vhost_user::serve(server, listener, device)?;
     tracing::info!("frontend disconnected; exiting");
     Ok(())
+}
+
+/// The capabilities to keep once set up: virtiofsd's default set, plus `dac_read_search` for
+/// file handles and `sys_admin` for security labels, edited by `--modcaps`.
+fn capabilities(config: &Config) -> anyhow::Result<Vec<vhostfs_sandbox::Cap>> {
+    use vhostfs_sandbox::Cap;
+    let mut caps = vhostfs_sandbox::default_capabilities();
+    if matches!(
+        config.inode_file_handles,
+        Some(cli::InodeFileHandles::Prefer | cli::InodeFileHandles::Mandatory)
+    ) {
+        caps.push(Cap::DAC_READ_SEARCH);
+    }
+    if config.security_label != cli::Tristate::Never {
+        caps.push(Cap::SYS_ADMIN);
+    }
+    match &config.modcaps {
+        Some(spec) => vhostfs_sandbox::modcaps(&caps, spec).context("--modcaps"),
+        None => Ok(caps),
+    }
 }
 
 fn server_options(_config: &Config) -> ServerOptions {

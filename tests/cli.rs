@@ -70,11 +70,14 @@ fn bad_command_lines_fail_with_one_line() {
     assert!(l.contains("--shared-dir"), "{l}");
     let l = one_line_error(&run(&["--socket-path=/tmp/x", "-o", "source=/tmp,frob"]), 2);
     assert!(l.contains("frob"), "{l}");
-    let l = one_line_error(
-        &run(&["--shared-dir=/tmp", "--fd=3", "--modcaps=-chown"]),
-        2,
-    );
+    // Capability edits are checked before any socket is touched.
+    let l = one_line_error(&run(&["--shared-dir=/tmp", "--fd=3", "--modcaps=chown"]), 1);
     assert!(l.contains("modcaps"), "{l}");
+    let l = one_line_error(
+        &run(&["--shared-dir=/tmp", "--fd=3", "--modcaps=-nosuchcap"]),
+        1,
+    );
+    assert!(l.contains("nosuchcap"), "{l}");
 }
 
 #[test]
@@ -291,7 +294,8 @@ fn inherited_listening_fd() {
     // SAFETY: dup2 is async-signal-safe; it puts the listener at fd 3 without CLOEXEC.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
+            // dup2 onto itself keeps FD_CLOEXEC: clear it explicitly.
+            if (raw != 3 && libc::dup2(raw, 3) < 0) || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
