@@ -218,6 +218,9 @@ impl ChainBuilder {
             Ok(d) => d,
             Err(e) => {
                 q.abandon_descs(&slots);
+                if q.in_flight() == 0 {
+                    q.arena.reset();
+                }
                 return Err(e);
             }
         };
@@ -301,4 +304,112 @@ fn resolve(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::Arena;
+    use crate::vring::QueueLayout;
+
+    fn setup() -> (GuestMem, Vring) {
+        let mem = GuestMem::new(0, 1 << 20).unwrap();
+        let q = Vring::new(
+            1,
+            QueueLayout::at(0, 16),
+            Arena::new(0x10000, 0x10000),
+            &mem,
+        )
+        .unwrap();
+        (mem, q)
+    }
+
+    fn desc(mem: &GuestMem, q: &Vring, i: u16) -> Descriptor {
+        let mut b = [0u8; 16];
+        mem.read(q.layout.desc_addr(i), &mut b).unwrap();
+        desc_from(&b)
+    }
+
+    fn desc_from(b: &[u8]) -> Descriptor {
+        Descriptor {
+            addr: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+            len: u32::from_le_bytes(b[8..12].try_into().unwrap()),
+            flags: u16::from_le_bytes(b[12..14].try_into().unwrap()),
+            next: u16::from_le_bytes(b[14..16].try_into().unwrap()),
+        }
+    }
+
+    #[test]
+    fn natural_flags_and_links() {
+        let (mem, mut q) = setup();
+        let ch = ChainBuilder::new()
+            .readable_split(b"0123456789", &[3])
+            .writable(32);
+        let (head, f) = ch.place(&mem, &mut q).unwrap();
+        assert_eq!(f.descs.len(), 3);
+        assert_eq!(head, f.descs[0]);
+        let d: Vec<Descriptor> = f.descs.iter().map(|&i| desc(&mem, &q, i)).collect();
+        assert_eq!(d[0].flags, VRING_DESC_F_NEXT);
+        assert_eq!(d[0].next, f.descs[1]);
+        assert_eq!(d[0].len, 3);
+        assert_eq!(d[1].flags, VRING_DESC_F_NEXT);
+        assert_eq!(d[1].len, 7);
+        assert_eq!(d[2].flags, VRING_DESC_F_WRITE);
+        assert_eq!(d[2].len, 32);
+        let mut b = [0u8; 7];
+        mem.read(d[1].addr, &mut b).unwrap();
+        assert_eq!(&b, b"3456789");
+        assert_eq!(f.writable, vec![(d[2].addr, 32)]);
+    }
+
+    #[test]
+    fn overrides_loops_and_aliases() {
+        let (mem, mut q) = setup();
+        let ch = ChainBuilder::new()
+            .readable(b"abcd")
+            .alias(0, 2, 2, true)
+            .raw_descriptor(0xdead_0000, 9, VRING_DESC_F_NEXT, Next::Abs(999))
+            .set_next(1, Next::Rel(0))
+            .set_len(0, 77);
+        let (_, f) = ch.place(&mem, &mut q).unwrap();
+        let d: Vec<Descriptor> = f.descs.iter().map(|&i| desc(&mem, &q, i)).collect();
+        assert_eq!(d[0].len, 77);
+        assert_eq!(d[1].addr, d[0].addr + 2);
+        assert_eq!(d[1].flags, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT);
+        assert_eq!(d[1].next, f.descs[0]);
+        assert_eq!(d[2].addr, 0xdead_0000);
+        assert_eq!(d[2].next, 999);
+        assert_eq!(d[2].flags, VRING_DESC_F_NEXT);
+    }
+
+    #[test]
+    fn indirect_table_is_laid_out() {
+        let (mem, mut q) = setup();
+        let ch = ChainBuilder::new().indirect(ChainBuilder::new().readable(b"xy").writable(8));
+        let (head, f) = ch.place(&mem, &mut q).unwrap();
+        let top = desc(&mem, &q, head);
+        assert_eq!(top.flags, VRING_DESC_F_INDIRECT);
+        assert_eq!(top.len, 32);
+        let mut t = [0u8; 32];
+        mem.read(top.addr, &mut t).unwrap();
+        let e0 = desc_from(&t[..16]);
+        let e1 = desc_from(&t[16..]);
+        assert_eq!((e0.flags, e0.next, e0.len), (VRING_DESC_F_NEXT, 1, 2));
+        assert_eq!((e1.flags, e1.len), (VRING_DESC_F_WRITE, 8));
+        assert_eq!(f.writable, vec![(e1.addr, 8)]);
+    }
+
+    #[test]
+    fn too_many_descriptors_is_an_error_and_leaks_nothing() {
+        let (mem, mut q) = setup();
+        let ch = ChainBuilder::new().readable_split(&[0u8; 40], &(1..20).collect::<Vec<_>>());
+        assert!(matches!(
+            ch.place(&mem, &mut q),
+            Err(Error::QueueFull { .. })
+        ));
+        assert_eq!(q.free_descs(), 16);
+        let big = ChainBuilder::new().writable(1 << 20);
+        assert!(big.place(&mem, &mut q).is_err());
+        assert_eq!(q.free_descs(), 16);
+    }
 }
