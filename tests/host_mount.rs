@@ -23,6 +23,9 @@ use common::{c, errno, io, sys, Fixture};
 
 type R<T> = Result<T, i32>;
 
+/// A named group of operations run against a fixture.
+type NamedOp = (&'static str, fn(&Fixture));
+
 /// Runs `op` on the mount and on the reference directory and asserts equal outcomes.
 fn same<T: PartialEq + Debug>(fx: &Fixture, what: &str, op: impl Fn(&Path) -> T) {
     let on_mount = op(&fx.mnt);
@@ -1347,7 +1350,7 @@ fn core_operations_under_other_settings() {
     ] {
         eprintln!("settings: {args:?}");
         let Some(fx) = fixture(args) else { return };
-        let ops: [(&str, fn(&Fixture)); 11] = [
+        let ops: [NamedOp; 11] = [
             ("read/write", create_read_write_append_truncate_ops),
             ("chmod/chown/utimens", chmod_chown_utimens_ops),
             ("symlink/mknod", symlink_readlink_and_special_files_ops),
