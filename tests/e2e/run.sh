@@ -119,6 +119,8 @@ start_daemon() {
     sock=$run_dir/vfs$id.sock
     rm -f "$sock"
     local args=(--socket-path="$sock" --shared-dir="$share" --cache="$mode" --xattr)
+    # vhostfs offers one request queue per CPU by default; offer what QEMU will ask for.
+    [ "$kind" = vhostfs ] && args+=(--num-request-queues="$queues")
     # shellcheck disable=SC2206
     args+=($daemon_args)
     "$daemon" "${args[@]}" >"$run_dir/daemon$id.log" 2>&1 &
@@ -185,6 +187,24 @@ start_host_parts() {
     done
 }
 
+# wait_boot ID QEMU_PID DAEMON_PID: waits for a guest to power off. A guest whose daemon
+# died cannot finish (its requests are never answered): it is stopped 10 s after the daemon.
+wait_boot() {
+    local id=$1 q=$2 d=$3 dead=0
+    while kill -0 "$q" 2>/dev/null; do
+        if ! kill -0 "$d" 2>/dev/null; then
+            dead=$((dead + 1))
+            if [ $dead = 20 ]; then
+                echo "e2e: daemon of guest $id exited while the guest was running; stopping the guest"
+                kill "$q" 2>/dev/null
+            fi
+        fi
+        sleep 0.5
+    done
+    wait "$q"
+    echo $? >"$run_dir/qemu$id.rc"
+}
+
 # stop_host_parts: gives the host companions of a finished boot 15 s, then ends them.
 stop_host_parts() {
     local p i
@@ -234,8 +254,7 @@ if [ ${#single[@]} -gt 0 ]; then
         start_host_parts 1 "${single[@]}"
         t0=$(date +%s.%N)
         boot_guest 1 "$sock" "${single[@]}"
-        wait "$qemu_pid"
-        echo $? >"$run_dir/qemu1.rc"
+        wait_boot 1 "$qemu_pid" "$d1"
         boot_report 1 "$t0"
         stop_host_parts
         wait_daemon 1 "$d1"
@@ -252,10 +271,8 @@ if [ ${#double[@]} -gt 0 ]; then
         q2=$qemu_pid
         boot_guest 3 "$s3" "${double[@]}"
         q3=$qemu_pid
-        wait "$q2"
-        echo $? >"$run_dir/qemu2.rc"
-        wait "$q3"
-        echo $? >"$run_dir/qemu3.rc"
+        wait_boot 2 "$q2" "$d2"
+        wait_boot 3 "$q3" "$d3"
         boot_report 2 "$t0"
         boot_report 3 "$t0"
         stop_host_parts

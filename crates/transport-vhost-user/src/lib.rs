@@ -40,7 +40,8 @@ pub struct DeviceConfig {
     /// Mount tag reported in the device config space (when the frontend asks for it). When
     /// set, the CONFIG protocol feature is offered; at most 36 bytes.
     pub tag: Option<String>,
-    /// Most request queues offered (besides the hiprio queue); 1..=[`MAX_REQUEST_QUEUES`].
+    /// Most request queues offered (besides the hiprio queue), at least 1. [`serve`] offers
+    /// at most [`MAX_REQUEST_QUEUES`] (a larger value is lowered, with a warning).
     pub max_request_queues: usize,
     /// Largest queue size accepted: a power of two, at most [`MAX_QUEUE_SIZE`].
     pub max_queue_size: usize,
@@ -62,13 +63,11 @@ impl Default for DeviceConfig {
 }
 
 impl DeviceConfig {
-    /// Checks the settings: queue count and size within the limits, tag not too long.
+    /// Checks the settings: at least one request queue, queue size within the limits, tag not
+    /// too long.
     pub fn validate(&self) -> Result<(), Error> {
-        if self.max_request_queues == 0 || self.max_request_queues > MAX_REQUEST_QUEUES {
-            return Err(Error::Config(format!(
-                "request queues must be 1..={MAX_REQUEST_QUEUES}, not {}",
-                self.max_request_queues
-            )));
+        if self.max_request_queues == 0 {
+            return Err(Error::Config("at least one request queue is needed".into()));
         }
         if !self.max_queue_size.is_power_of_two() || self.max_queue_size > MAX_QUEUE_SIZE {
             return Err(Error::Config(format!(
@@ -111,6 +110,14 @@ pub fn serve<F: FileSystem + 'static>(
     config: DeviceConfig,
 ) -> Result<(), Error> {
     config.validate()?;
+    let mut config = config;
+    if config.max_request_queues > MAX_REQUEST_QUEUES {
+        tracing::warn!(
+            "offering {MAX_REQUEST_QUEUES} request queues, not {} (the most this device supports)",
+            config.max_request_queues
+        );
+        config.max_request_queues = MAX_REQUEST_QUEUES;
+    }
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::<()>::new());
     let backend = FsBackend::new(Arc::clone(&server), config, mem.clone())
         .map_err(|e| Error::VhostUser(format!("cannot start worker threads: {e}")))?;

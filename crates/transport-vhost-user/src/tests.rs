@@ -237,10 +237,6 @@ fn config_validation() {
             ..ok.clone()
         },
         DeviceConfig {
-            max_request_queues: 64,
-            ..ok.clone()
-        },
-        DeviceConfig {
             max_queue_size: 1000,
             ..ok.clone()
         },

@@ -5,8 +5,8 @@
 src=$SCRATCH/src
 mkdir -p "$src"
 # This repository's sources (read from the host over 9p) and some of /usr/share/doc.
-cp -a "$REPO_DIR/crates" "$REPO_DIR/tests" "$src/" 2>/dev/null || true
-rm -rf "$src/tests/e2e/work"
+cp -a "$REPO_DIR/crates" "$src/"
+mkdir -p "$src/e2e" && cp -a "$E2E_DIR/scenarios" "$src/e2e/"
 cp -a /usr/share/doc/python3* /usr/share/doc/coreutils "$src/" 2>/dev/null || true
 ln -s crates "$src/link-to-crates"
 ln -s /nonexistent/target "$src/dangling"
