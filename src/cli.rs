@@ -261,7 +261,7 @@ pub struct Args {
     #[arg(long)]
     pub migration_confirm_paths: bool,
     /// Most request queues to offer the frontend (QEMU's num-request-queues must not exceed
-    /// it) [default: number of CPUs].
+    /// it) [default: 16].
     #[arg(long)]
     pub num_request_queues: Option<usize>,
     /// Serve the share over /dev/fuse, mounted at this host directory, instead of vhost-user
@@ -269,6 +269,10 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["socket", "socket_path", "fd"])]
     pub fuse_mountpoint: Option<PathBuf>,
 }
+
+/// Request queues offered when `--num-request-queues` is not given. Offering more than the
+/// frontend uses costs nothing; offering fewer makes a frontend that asks for more fail.
+pub const DEFAULT_REQUEST_QUEUES: usize = 16;
 
 /// An error in the command line: one line, printed as `vhostfs: error: ...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -708,7 +712,7 @@ impl Config {
             Some(0) => return err("--num-request-queues must be at least 1"),
             Some(n) if n > 1024 => return err("--num-request-queues must be at most 1024"),
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(64)),
+            None => DEFAULT_REQUEST_QUEUES,
         };
         if args.thread_pool_size > 1024 {
             return err("--thread-pool-size must be at most 1024");
@@ -780,7 +784,7 @@ mod tests {
         assert!(!c.killpriv_v2);
         assert_eq!(c.inode_file_handles, None);
         assert_eq!(c.log_level, LogLevel::Info);
-        assert!(c.num_request_queues >= 1);
+        assert_eq!(c.num_request_queues, DEFAULT_REQUEST_QUEUES);
         assert!(c.warnings.is_empty());
     }
 
