@@ -123,6 +123,20 @@ impl InodeData {
         }
     }
 
+    /// Opens the inode for I/O with `flags`: straight from the file handle (needs
+    /// `CAP_DAC_READ_SEARCH`), or by reopening the `O_PATH` fd through `proc_self_fd`. The
+    /// caller must have checked that the inode is a regular file or directory.
+    pub fn open(&self, proc_self_fd: BorrowedFd<'_>, flags: OFlags) -> io::Result<OwnedFd> {
+        match &self.file {
+            InodeFile::Fd(fd) => crate::sys::reopen(proc_self_fd, fd.as_fd(), flags),
+            InodeFile::Handle { handle, mount_fd } => open_by_handle(
+                mount_fd.as_fd(),
+                handle,
+                flags & !(OFlags::CREATE | OFlags::NOFOLLOW),
+            ),
+        }
+    }
+
     /// The file handle, when the inode is kept as one.
     pub fn file_handle(&self) -> Option<&RawFileHandle> {
         match &self.file {

@@ -442,8 +442,7 @@ impl PassthroughFs {
             libc::S_IFLNK => return Err(errno(libc::ELOOP)),
             _ => return Err(errno(libc::ENXIO)),
         }
-        let fd = data.fd()?;
-        let r = sys::reopen(self.proc_self_fd.as_fd(), fd.as_fd(), flags);
+        let r = data.open(self.proc_self_fd.as_fd(), flags);
         if let Err(e) = &r {
             if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
                 tracing::warn!("host is out of file descriptors: {e}");
