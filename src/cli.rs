@@ -233,10 +233,11 @@ pub struct Args {
     /// Security label support (implies --xattr).
     #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "always")]
     pub security_label: Option<Tristate>,
-    /// Map host UIDs into the sandbox's user namespace, :namespace_uid:host_uid:count:.
+    /// Map UIDs, :namespace_uid:host_uid:count: (applied as a translation: namespace uid =
+    /// guest uid).
     #[arg(long)]
     pub uid_map: Vec<String>,
-    /// Map host GIDs into the sandbox's user namespace, :namespace_gid:host_gid:count:.
+    /// Map GIDs, :namespace_gid:host_gid:count: (applied as a translation).
     #[arg(long)]
     pub gid_map: Vec<String>,
     /// Translate UIDs between guest and host, '<type>:<source base>:<target base>:<count>'.
@@ -510,6 +511,10 @@ pub struct Config {
     pub translate_uid: Vec<String>,
     /// `--translate-gid` rules.
     pub translate_gid: Vec<String>,
+    /// `--uid-map` entries (`:namespace_uid:host_uid:count:`), applied as translations.
+    pub uid_map: Vec<String>,
+    /// `--gid-map` entries, applied as translations.
+    pub gid_map: Vec<String>,
     /// RLIMIT_NOFILE to set; `None` for the default, `Some(0)` to leave it alone.
     pub rlimit_nofile: Option<u64>,
     /// `--modcaps` edit of the capabilities the daemon keeps.
@@ -659,15 +664,21 @@ impl Config {
         if posix_acl != Tristate::Never || security_label != Tristate::Never {
             xattr = true;
         }
-        if posix_acl != Tristate::Never
-            && (!args.translate_uid.is_empty() || !args.translate_gid.is_empty())
-        {
-            return err("--translate-uid/--translate-gid cannot be used with --posix-acl");
+        let translating = !args.translate_uid.is_empty()
+            || !args.translate_gid.is_empty()
+            || !args.uid_map.is_empty()
+            || !args.gid_map.is_empty();
+        if posix_acl != Tristate::Never && translating {
+            return err(
+                "--translate-uid/--translate-gid/--uid-map/--gid-map cannot be used with \
+                 --posix-acl",
+            );
         }
         if !args.uid_map.is_empty() || !args.gid_map.is_empty() {
-            return err(
-                "--uid-map/--gid-map (user namespace mappings) are not supported; use \
-                 --translate-uid/--translate-gid",
+            warnings.push(
+                "--uid-map/--gid-map are applied as id translations by the daemon (namespace id \
+                 = guest id), not as a user namespace"
+                    .into(),
             );
         }
         if args.allow_mmap {
@@ -749,6 +760,8 @@ impl Config {
             preserve_noatime: args.preserve_noatime,
             translate_uid: args.translate_uid.clone(),
             translate_gid: args.translate_gid.clone(),
+            uid_map: args.uid_map.clone(),
+            gid_map: args.gid_map.clone(),
             rlimit_nofile: args.rlimit_nofile,
             modcaps,
             log_level: log_level.unwrap_or(LogLevel::Info),
@@ -949,8 +962,7 @@ mod tests {
     #[test]
     fn unsupported_options_are_refused_or_warned() {
         for bad in [
-            vec!["--uid-map=:0:1000:1:"],
-            vec!["--gid-map=:0:1000:1:"],
+            vec!["--posix-acl", "--uid-map=:0:1000:1:"],
             vec!["--num-request-queues=0"],
             vec!["--tag="],
             vec!["--posix-acl", "--translate-uid=map:0:1000:1"],

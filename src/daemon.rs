@@ -315,14 +315,23 @@ pub fn passthrough_config(
     if let Some(m) = &config.xattrmap {
         c.xattr_map = Some(vhostfs_passthrough::xattrmap::parse(m).context("--xattrmap")?);
     }
-    if !config.translate_uid.is_empty() || !config.translate_gid.is_empty() {
-        c.id_map = Some(
-            vhostfs_passthrough::idmap::IdMap::from_specs(
-                &config.translate_uid,
-                &config.translate_gid,
-            )
-            .context("--translate-uid/--translate-gid")?,
-        );
+    if !config.translate_uid.is_empty()
+        || !config.translate_gid.is_empty()
+        || !config.uid_map.is_empty()
+        || !config.gid_map.is_empty()
+    {
+        let mut map = vhostfs_passthrough::idmap::IdMap::from_specs(
+            &config.translate_uid,
+            &config.translate_gid,
+        )
+        .context("--translate-uid/--translate-gid")?;
+        for m in &config.uid_map {
+            map.add_uid_ns_map(m).context("--uid-map")?;
+        }
+        for m in &config.gid_map {
+            map.add_gid_ns_map(m).context("--gid-map")?;
+        }
+        c.id_map = Some(map);
     }
     Ok(c)
 }

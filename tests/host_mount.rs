@@ -1392,3 +1392,23 @@ fn core_operations_under_other_settings() {
     }
     assert!(failures.is_empty(), "failed: {failures:#?}");
 }
+
+#[test]
+fn uid_map_is_applied_as_a_translation() {
+    let Some(fx) = fixture(&["--uid-map=:0:2000:10:", "--gid-map=:0:3000:10:"]) else {
+        return;
+    };
+    let share = c(&fx.share);
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { libc::chown(share.as_ptr(), 2000, 3000) }, 0);
+    fs::write(fx.mnt.join("f"), b"x").unwrap();
+    let host = fs::metadata(fx.share.join("f")).unwrap();
+    assert_eq!((host.uid(), host.gid()), (2000, 3000));
+    let p = c(&fx.mnt.join("f"));
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { libc::chown(p.as_ptr(), 5, 6) }, 0, "{}", errno());
+    let host = fs::metadata(fx.share.join("f")).unwrap();
+    assert_eq!((host.uid(), host.gid()), (2005, 3006));
+    let guest = fs::metadata(fx.mnt.join("f")).unwrap();
+    assert_eq!((guest.uid(), guest.gid()), (5, 6));
+}
