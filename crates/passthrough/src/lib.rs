@@ -68,6 +68,8 @@
 //! | ACCESS | `faccessat2(AT_EACCESS)` as the caller |
 //! | FALLOCATE, LSEEK, COPY_FILE_RANGE | the same calls on the handles' fds |
 
+#![warn(missing_docs)]
+
 pub mod config;
 mod credentials;
 mod handle;
