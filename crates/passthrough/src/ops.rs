@@ -1022,16 +1022,17 @@ impl FileSystem for PassthroughFs {
                 ino: entry.attr.st_ino,
                 ..dirent
             };
-            let more = add(dirent, entry)?;
-            if more {
-                last = next;
-            } else {
-                complete = false;
-                if entry.inode != 0 {
-                    self.inodes.forget(entry.inode, 1);
-                }
+            // An entry that was not sent (reply full, or the reply failed) was not looked up
+            // as far as the guest knows.
+            let more = add(dirent, entry);
+            if !matches!(more, Ok(true)) && entry.inode != 0 {
+                self.inodes.forget(entry.inode, 1);
             }
-            Ok(more)
+            match more {
+                Ok(true) => last = next,
+                _ => complete = false,
+            }
+            more
         })?;
         *pos = if complete { Some(last) } else { None };
         Ok(())
