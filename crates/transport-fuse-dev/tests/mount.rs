@@ -4,12 +4,12 @@
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vhostfs_fuse_dev::{is_fuse_mountpoint, MountOptions, RequestHandler, Session};
-use vhostfs_server::abi::{opcode, AttrOut, InHeader, InitIn, InitOut, OutHeader};
+use vhostfs_server::abi::{init_flags, opcode, AttrOut, InHeader, InitIn, InitOut, OutHeader};
 use vhostfs_server::{ReplyWriter, VecWriter};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -18,6 +18,8 @@ use zerocopy::{FromBytes, IntoBytes};
 #[derive(Default)]
 struct Fake {
     requests: AtomicUsize,
+    /// While false, a LOOKUP of "slow" waits (it is classified as blocking).
+    release_slow: AtomicBool,
 }
 
 fn reply(w: &mut VecWriter, unique: u64, error: i32, body: &[u8]) -> io::Result<usize> {
@@ -49,6 +51,9 @@ impl RequestHandler for Fake {
                     minor: init.minor.min(31),
                     max_readahead: init.max_readahead,
                     max_write: 65536,
+                    // Lookups in one directory may run in parallel (else the kernel
+                    // serializes them and a slow one holds up the rest).
+                    flags: (init_flags::PARALLEL_DIROPS as u32) & init.flags,
                     max_background: 16,
                     congestion_threshold: 12,
                     time_gran: 1,
@@ -63,15 +68,28 @@ impl RequestHandler for Fake {
                 out.attr.nlink = 2;
                 reply(w, hdr.unique, 0, out.as_bytes())
             }
-            opcode::LOOKUP => reply(w, hdr.unique, -libc::ENOENT, &[]),
+            opcode::LOOKUP => {
+                if rest.starts_with(b"slow\0") {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !self.release_slow.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                reply(w, hdr.unique, -libc::ENOENT, &[])
+            }
+            // No reply can be produced: the transport answers EIO.
+            opcode::MKDIR => Err(io::ErrorKind::Other.into()),
             opcode::FORGET | opcode::BATCH_FORGET | opcode::INTERRUPT => Ok(0),
             opcode::DESTROY => reply(w, hdr.unique, 0, &[]),
             _ => reply(w, hdr.unique, -libc::ENOSYS, &[]),
         }
     }
 
-    fn may_block(&self, _request: &[u8]) -> bool {
-        false
+    fn may_block(&self, request: &[u8]) -> bool {
+        match InHeader::read_from_prefix(request) {
+            Ok((hdr, rest)) => hdr.opcode == opcode::LOOKUP && rest.starts_with(b"slow\0"),
+            Err(_) => false,
+        }
     }
 
     fn max_write(&self) -> usize {
@@ -149,4 +167,44 @@ fn mounting_on_a_file_is_refused() {
     std::fs::write(&file, b"x").unwrap();
     let err = Session::mount(&file, &MountOptions::default(), 65536).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn blocking_requests_do_not_hold_up_the_only_worker() {
+    if !can_mount() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::mount(dir.path(), &MountOptions::default(), 65536).unwrap();
+    let handle = session.handle();
+    let fake = Arc::new(Fake::default());
+    let fake2 = Arc::clone(&fake);
+    // One worker only.
+    let server = std::thread::spawn(move || session.serve_with(fake2, 1));
+    std::fs::metadata(dir.path()).unwrap();
+
+    let slow_path = dir.path().join("slow");
+    let slow = std::thread::spawn(move || std::fs::metadata(slow_path).map(|_| ()));
+    // Give the slow lookup time to reach the handler; correctness does not depend on it.
+    std::thread::sleep(Duration::from_millis(100));
+    // Other requests are still answered by the single worker.
+    for i in 0..20 {
+        let e = std::fs::metadata(dir.path().join(format!("fast{i}"))).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    }
+    assert!(
+        !slow.is_finished(),
+        "the slow lookup should still be waiting"
+    );
+    fake.release_slow.store(true, Ordering::SeqCst);
+    let e = slow.join().unwrap().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+
+    // A request the handler cannot answer gets EIO instead of hanging.
+    let e = std::fs::create_dir(dir.path().join("d")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+
+    handle.shutdown().unwrap();
+    server.join().unwrap().unwrap();
 }
