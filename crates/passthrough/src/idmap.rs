@@ -22,12 +22,13 @@
 //! Ranges must not overlap within one direction: two guest-to-host rules (`guest`, `map`,
 //! `squash-guest`, `forbid-guest`) may not cover the same guest id, and two host-to-guest rules
 //! (`host`, `map`, `squash-host`) may not cover the same host id. `COUNT` must be at least 1 and a
-//! range may not extend past id 4294967295.
+//! range may not include id 4294967295, which is `(uid_t)-1` ("no change" to `chown`) and never
+//! a real id; that id is never translated.
 //!
 //! **Ids no rule covers are passed through unchanged**, in both directions (as virtiofsd does).
 //! To confine the guest to some ids, cover all the others with `forbid-guest` or `squash-guest`
 //! rules; since rules may not overlap, split those ranges around the ids to keep, e.g.
-//! `forbid-guest:0:1000`, `map:1000:1000:1`, `forbid-guest:1001:4294966295`.
+//! `forbid-guest:0:1000`, `map:1000:1000:1`, `forbid-guest:1001:4294966294`.
 
 use std::fmt;
 use std::io;
@@ -141,13 +142,25 @@ fn parse_id(spec: &str, what: &str, s: &str) -> Result<u32, IdMapError> {
         .map_err(|e| syntax(spec, format!("bad {what} '{s}': {e}")))
 }
 
-/// Checks that `[base, base+count)` is a non-empty range within the id space.
+/// The id `(uid_t)-1`, which means "no change" to `chown` and is never a real id.
+pub const INVALID_ID: u32 = u32::MAX;
+
+/// Checks that `[base, base+count)` is a non-empty range of valid ids (ending before
+/// [`INVALID_ID`]).
 fn check_range(spec: &str, base: u32, count: u32) -> Result<(), IdMapError> {
     if count == 0 {
         return Err(syntax(spec, "count must be at least 1"));
     }
-    if u64::from(base) + u64::from(count) > 1 << 32 {
-        return Err(syntax(spec, "range extends past id 4294967295"));
+    if u64::from(base) + u64::from(count) > u64::from(INVALID_ID) {
+        return Err(syntax(spec, "range extends past id 4294967294"));
+    }
+    Ok(())
+}
+
+/// Checks that a single squash target is a valid id.
+fn check_id(spec: &str, id: u32) -> Result<(), IdMapError> {
+    if id == INVALID_ID {
+        return Err(syntax(spec, "4294967295 is not a valid id"));
     }
     Ok(())
 }
@@ -195,18 +208,20 @@ impl FromStr for Rule {
                 count,
             },
             "squash-guest" => {
+                check_id(spec, b)?;
                 return Ok(Rule::SquashGuest {
                     guest: a,
                     host: b,
                     count,
-                })
+                });
             }
             "squash-host" => {
+                check_id(spec, b)?;
                 return Ok(Rule::SquashHost {
                     host: a,
                     guest: b,
                     count,
-                })
+                });
             }
             _ => {
                 return Err(syntax(
@@ -368,8 +383,13 @@ impl IdTable {
         Ok(())
     }
 
-    /// Translates a guest id to a host id; `Err(EPERM)` if the id is forbidden.
+    /// Translates a guest id to a host id; `Err(EPERM)` if the id is forbidden. The invalid id
+    /// `4294967295` is returned unchanged (no rule can cover it); callers must not hand it to
+    /// APIs that reject it.
     pub fn to_host(&self, id: u32) -> io::Result<u32> {
+        if id == INVALID_ID {
+            return Ok(id);
+        }
         match self.to_host.iter().find(|e| e.contains(id)) {
             None => Ok(id),
             Some(e) => match e.action {
@@ -383,6 +403,9 @@ impl IdTable {
 
     /// Translates a host id to the id shown to the guest.
     pub fn to_guest(&self, id: u32) -> u32 {
+        if id == INVALID_ID {
+            return id;
+        }
         match self.to_guest.iter().find(|e| e.contains(id)) {
             None => id,
             Some(e) => match e.action {
@@ -565,14 +588,48 @@ mod tests {
     #[test]
     fn full_range_rules() {
         let m = IdMap::from_specs(
-            ["squash-guest:0:1000:4294967295", "map:4294967295:0:1"],
+            ["squash-guest:0:1000:4294967295", "map:4294967294:0:1"],
+            [""; 0],
+        );
+        // The squash range already covers 4294967294.
+        assert!(m.is_err());
+        let m = IdMap::from_specs(
+            ["squash-guest:0:1000:4294967294", "map:4294967294:0:1"],
             [""; 0],
         )
         .unwrap();
         assert_eq!(m.guest_to_host_uid(0).unwrap(), 1000);
-        assert_eq!(m.guest_to_host_uid(4294967294).unwrap(), 1000);
-        assert_eq!(m.guest_to_host_uid(u32::MAX).unwrap(), 0);
-        assert_eq!(m.host_to_guest_uid(0), u32::MAX);
+        assert_eq!(m.guest_to_host_uid(4294967293).unwrap(), 1000);
+        assert_eq!(m.guest_to_host_uid(4294967294).unwrap(), 0);
+        assert_eq!(m.host_to_guest_uid(0), 4294967294);
+        // (uid_t)-1 is never translated.
+        assert_eq!(m.guest_to_host_uid(u32::MAX).unwrap(), u32::MAX);
+        assert_eq!(m.host_to_guest_uid(u32::MAX), u32::MAX);
+        for bad in [
+            "squash-guest:0:4294967295:1",
+            "squash-host:0:4294967295:1",
+            "map:4294967295:0:1",
+            "guest:0:4294967295:1",
+            "forbid-guest:1:4294967295",
+        ] {
+            assert!(bad.parse::<Rule>().is_err(), "{bad}");
+        }
+        "forbid-guest:0:4294967295".parse::<Rule>().unwrap();
+    }
+
+    #[test]
+    fn documented_confinement_example() {
+        let mut t = IdTable::default();
+        for s in [
+            "forbid-guest:0:1000",
+            "map:1000:1000:1",
+            "forbid-guest:1001:4294966294",
+        ] {
+            t.add_spec(s).unwrap();
+        }
+        assert_eq!(t.to_host(1000).unwrap(), 1000);
+        assert!(eperm(t.to_host(0)));
+        assert!(eperm(t.to_host(4294967294)));
     }
 
     #[test]
