@@ -256,7 +256,7 @@ impl<F: FileSystem> Server<F> {
     /// Handles one request read from `r`, writing its reply (header included) to `w`.
     ///
     /// Returns the number of reply bytes written; 0 when the request takes no reply (FORGET,
-    /// BATCH_FORGET, INTERRUPT). Malformed requests get an error reply, never a panic. An
+    /// BATCH_FORGET, INTERRUPT, NOTIFY_REPLY). Malformed requests get an error reply, never a panic. An
     /// `Err` means only that the reply could not be written (the writer is too small or
     /// failed) or that not even a request header could be read; the transport should drop
     /// the request.

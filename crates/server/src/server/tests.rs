@@ -1279,3 +1279,27 @@ mod props {
         }
     }
 }
+
+/// Rough per-request cost of the server on top of a trivial file system
+/// (`cargo test --release -p vhostfs-server -- --ignored --nocapture per_request_cost`).
+#[test]
+#[ignore]
+fn per_request_cost() {
+    let s = ready_server();
+    let (f, fh) = create(&s, 1, b"f");
+    ok_body(&s, &write_req(f, fh, 0, &[1u8; 4096]));
+    let getattr = req(op::GETATTR, f).arg(&abi::GetattrIn::default()).build();
+    let read = read_req(op::READ, f, fh, 0, 4096);
+    let mut buf = Vec::with_capacity(8192);
+    for (what, bytes) in [("GETATTR", &getattr), ("READ 4k", &read)] {
+        let n = 200_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let mut r = SliceReader::new(bytes);
+            let mut w = VecWriter::with_buffer(std::mem::take(&mut buf), 8192);
+            s.handle_message(&mut r, &mut w).unwrap();
+            buf = w.into_inner();
+        }
+        println!("{what}: {:?} per request", t.elapsed() / n);
+    }
+}
