@@ -121,6 +121,7 @@ const STATS_SLOTS: usize = 64;
 /// Per-opcode request counters, for observability.
 pub struct ServerStats {
     requests: [AtomicU64; STATS_SLOTS],
+    errors: [AtomicU64; STATS_SLOTS],
 }
 
 /// One opcode's count in a [`ServerStats::snapshot`].
@@ -132,21 +133,31 @@ pub struct OpCount {
     pub name: &'static str,
     /// Requests received.
     pub requests: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
 }
 
 impl ServerStats {
     fn new() -> Self {
         Self {
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
-    fn count(&self, opcode: u32) {
-        let slot = usize::try_from(opcode)
+    fn slot(opcode: u32) -> usize {
+        usize::try_from(opcode)
             .ok()
             .filter(|&s| s < STATS_SLOTS)
-            .unwrap_or(0);
-        self.requests[slot].fetch_add(1, Ordering::Relaxed);
+            .unwrap_or(0)
+    }
+
+    fn count(&self, opcode: u32) {
+        self.requests[Self::slot(opcode)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_error(&self, opcode: u32) {
+        self.errors[Self::slot(opcode)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The opcodes seen so far with their counts.
@@ -160,6 +171,7 @@ impl ServerStats {
                     opcode: slot as u32,
                     name: op::name(slot as u32),
                     requests: n,
+                    errors: self.errors[slot].load(Ordering::Relaxed),
                 })
             })
             .collect()
@@ -282,7 +294,13 @@ impl<F: FileSystem> Server<F> {
             len = hdr.len,
             "request"
         );
-        self.handle(&hdr, r, w)
+        reply::take_last_error();
+        let res = self.handle(&hdr, r, w);
+        if let Some(errno) = reply::take_last_error() {
+            self.stats.count_error(hdr.opcode);
+            tracing::trace!(unique = hdr.unique, errno, "error reply");
+        }
+        res
     }
 
     fn handle(
@@ -786,6 +804,9 @@ impl<F: FileSystem> Server<F> {
             Err(e) if len == OUT_HEADER_LEN => -errno_of(&e),
             _ => 0,
         };
+        if error != 0 {
+            reply::note_error(-error);
+        }
         let header = abi::OutHeader {
             len: u32::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?,
             error,

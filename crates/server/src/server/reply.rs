@@ -156,7 +156,23 @@ pub(crate) fn write_reply(
 
 /// Writes an error reply (`-errno`, no body).
 pub(crate) fn write_error(w: &mut dyn ReplyWriter, unique: u64, errno: i32) -> io::Result<usize> {
+    note_error(errno);
     write_reply(w, unique, -errno, &[])
+}
+
+thread_local! {
+    /// The errno of the last error reply made on this thread (for statistics).
+    static LAST_ERROR: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+}
+
+/// Records that an error reply with `errno` is being sent.
+pub(crate) fn note_error(errno: i32) {
+    LAST_ERROR.with(|c| c.set(Some(errno)));
+}
+
+/// The errno recorded since the last call, if any.
+pub(crate) fn take_last_error() -> Option<i32> {
+    LAST_ERROR.with(|c| c.take())
 }
 
 /// Writes the reply for a typed result: the struct on success, the errno on failure.

@@ -634,10 +634,17 @@ fn every_opcode_decodes() {
     assert!(raw_call(&s, &nr, 0).unwrap().is_empty());
     assert_eq!(s.negotiated_minor(), Some(abi::KERNEL_MINOR_VERSION));
     let counts = s.stats().snapshot();
-    assert!(counts
-        .iter()
-        .any(|c| c.name == "READDIRPLUS" && c.requests == 1));
-    assert!(counts.iter().any(|c| c.opcode == 0 && c.requests >= 2));
+    let count = |name: &str| counts.iter().find(|c| c.name == name).cloned().unwrap();
+    assert_eq!(
+        (count("READDIRPLUS").requests, count("READDIRPLUS").errors),
+        (1, 0)
+    );
+    assert_eq!(count("LOOKUP").errors, 1);
+    assert_eq!(count("RENAME2").errors, 1);
+    // Unknown and out-of-range opcodes share slot 0; all got ENOSYS.
+    let unknown = count("UNKNOWN");
+    assert!(unknown.requests >= 2);
+    assert_eq!(unknown.requests, unknown.errors);
 }
 
 fn dirent_names(mut buf: &[u8], plus: bool) -> Vec<Vec<u8>> {
