@@ -1258,7 +1258,7 @@ mod props {
 
         #[test]
         fn structured_requests_never_panic(
-            ops in proptest::collection::vec((0usize..12, 0u64..6, 0u64..6, any::<u32>(), any::<u64>(), proptest::sample::select(vec![&b"a"[..], b"b", b"..", b".", b"dir"])), 1..40),
+            ops in proptest::collection::vec((0usize..24, 0u64..6, 0u64..6, any::<u32>(), any::<u64>(), proptest::sample::select(vec![&b"a"[..], b"b", b"..", b".", b"dir"])), 1..40),
         ) {
             let s = ready_server();
             for (i, (kind, ino, fh, size, off, name)) in ops.into_iter().enumerate() {
@@ -1275,7 +1275,19 @@ mod props {
                     8 => RequestBuilder::new(op::UNLINK, u, ino).name(name).build(),
                     9 => RequestBuilder::new(op::RMDIR, u, ino).name(name).build(),
                     10 => RequestBuilder::new(op::RELEASE, u, ino).arg(&abi::ReleaseIn { fh, ..Default::default() }).build(),
-                    _ => RequestBuilder::new(op::OPENDIR, u, ino).arg(&abi::OpenIn::default()).build(),
+                    11 => RequestBuilder::new(op::OPENDIR, u, ino).arg(&abi::OpenIn::default()).build(),
+                    12 => RequestBuilder::new(op::SETATTR, u, ino).arg(&abi::SetattrIn { valid: size & 0xfff, fh, size: off % 8192, mode: size, atimensec: size, ..Default::default() }).build(),
+                    13 => RequestBuilder::new(op::SYMLINK, u, ino).name(name).name(b"target").build(),
+                    14 => RequestBuilder::new(op::RENAME2, u, ino).arg(&abi::Rename2In { newdir: fh, flags: size & 7, padding: 0 }).name(name).name(b"b").build(),
+                    15 => RequestBuilder::new(op::LINK, u, ino).arg(&abi::LinkIn { oldnodeid: fh }).name(name).build(),
+                    16 => RequestBuilder::new(op::SETXATTR, u, ino).arg(&abi::SetxattrIn { size: size % 100, flags: (off % 3) as u32, ..Default::default() }).name(b"user.x").bytes(&vec![7u8; (size % 100) as usize]).build(),
+                    17 => RequestBuilder::new(op::GETXATTR, u, ino).arg(&abi::GetxattrIn { size: size % 64, padding: 0 }).name(b"user.x").build(),
+                    18 => RequestBuilder::new(op::LISTXATTR, u, ino).arg(&abi::GetxattrIn { size: size % 64, padding: 0 }).build(),
+                    19 => RequestBuilder::new(if off % 2 == 0 { op::SETLK } else { op::GETLK }, u, ino).arg(&abi::LkIn { fh, owner: off, lk: abi::FileLock { start: off, end: u64::from(size), typ: size % 3, pid: 1 }, lk_flags: size & 1, padding: 0 }).build(),
+                    20 => RequestBuilder::new(op::TMPFILE, u, ino).arg(&abi::CreateIn { mode: 0o600, ..Default::default() }).name(b"/").build(),
+                    21 => RequestBuilder::new(op::LSEEK, u, ino).arg(&abi::LseekIn { fh, offset: off, whence: size % 5, padding: 0 }).build(),
+                    22 => RequestBuilder::new(op::COPY_FILE_RANGE, u, ino).arg(&abi::CopyFileRangeIn { fh_in: fh, off_in: off % 4096, nodeid_out: ino, fh_out: fh, off_out: off % 8192, len: u64::from(size), flags: 0 }).build(),
+                    _ => RequestBuilder::new(op::FALLOCATE, u, ino).arg(&abi::FallocateIn { fh, offset: off % 4096, length: u64::from(size % 8192), mode: size % 2, padding: 0 }).build(),
                 };
                 let mut r = SliceReader::new(&bytes);
                 let mut w = VecWriter::new(1 << 21);
