@@ -394,7 +394,7 @@ fn worker_loop<H: RequestHandler>(
             // The request was interrupted and withdrawn before we got it.
             Err(Errno::ENOENT) => continue,
             Err(Errno::ENODEV) => {
-                tracing::info!(mountpoint = %inner.mountpoint.display(), "fuse-dev: unmounted");
+                tracing::debug!(mountpoint = %inner.mountpoint.display(), "fuse-dev: connection gone (unmounted)");
                 // The kernel is gone; nothing left for us to unmount.
                 *inner.mounted.lock().unwrap_or_else(|p| p.into_inner()) = false;
                 return Ok(());
