@@ -697,9 +697,6 @@ impl Config {
         if args.foreground {
             warnings.push("-f has no effect (we always run in the foreground)".into());
         }
-        if args.syslog {
-            warnings.push("--syslog is not supported: logging to stderr".into());
-        }
         if args.migration_mode.is_some()
             || args.migration_on_error.is_some()
             || args.migration_verify_handles
@@ -975,7 +972,6 @@ mod tests {
         let c = config(&[
             "--shared-dir=/s",
             "--fd=3",
-            "--syslog",
             "--migration-mode=file-handles",
             "--migration-on-error=guest-error",
             "--allow-mmap",
@@ -984,7 +980,7 @@ mod tests {
             "posix_lock,norace,no_readdirplus",
         ])
         .unwrap();
-        assert_eq!(c.warnings.len(), 7, "{:?}", c.warnings);
+        assert_eq!(c.warnings.len(), 6, "{:?}", c.warnings);
         assert!(!c.readdirplus);
     }
 

@@ -57,7 +57,7 @@ pub fn main() -> i32 {
             return EXIT_USAGE;
         }
     };
-    init_logging(config.log_level);
+    init_logging(config.log_level, config.syslog);
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -77,11 +77,30 @@ fn clap_error_line(e: &clap::Error) -> String {
     line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
-fn init_logging(level: cli::LogLevel) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VHOSTFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_filter()));
+fn init_logging(level: cli::LogLevel, syslog: bool) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("VHOSTFS_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_filter()))
+    };
+    if syslog {
+        match crate::syslog::Syslog::connect(Path::new("/dev/log")) {
+            Ok(writer) => {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(filter())
+                    .with_writer(writer)
+                    .with_ansi(false)
+                    .without_time()
+                    .with_level(false)
+                    .try_init();
+                return;
+            }
+            Err(e) => {
+                eprintln!("vhostfs: warning: --syslog: cannot connect to /dev/log ({e}); logging to stderr");
+            }
+        }
+    }
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
