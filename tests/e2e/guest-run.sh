@@ -62,6 +62,7 @@ for name in $SCENARIOS; do
     [ -f "$script" ] || script=$E2E_DIR/scenarios/$name.2g.sh
     limit=$(sed -n 's/^# timeout: *\([0-9]*\).*/\1/p' "$script" | head -1)
     rm -rf "$SCRATCH" && mkdir -p "$SCRATCH"
+    export SCENARIO=$name
     start=$(date +%s.%N)
     (cd "$SCRATCH" && timeout -k 5 "${limit:-${SCENARIO_TIMEOUT:-180}}" bash -e "$script") \
         >"$out/$name.log" 2>&1
@@ -72,6 +73,7 @@ for name in $SCENARIOS; do
     else
         echo "exit status $rc" >>"$out/$name.log"
         echo "FAIL $name $secs" >>"$out/results"
+        : >"$HOSTSIDE/.e2e-failed-$name-$GUEST_ID"
         status=1
     fi
     echo "uptime after $name: $(cut -d' ' -f1 /proc/uptime)"

@@ -7,17 +7,6 @@ h=$HOSTSIDE/hostvis-$GUEST_ID
 mkdir -p "$h"
 wait_for "$d" 10
 
-# poll SECONDS COMMAND...: retries COMMAND until it succeeds.
-poll() {
-    local limit=$1 i=0
-    shift
-    until "$@"; do
-        i=$((i + 1))
-        [ $i -le $((limit * 10)) ] || return 1
-        sleep 0.1
-    done
-}
-
 echo "from the host" >"$h/new"
 check "host-created file visible" poll 10 test -f "$d/new"
 check "host-created content" poll 10 grep -qx "from the host" "$d/new"
@@ -30,7 +19,7 @@ check "host-changed content" poll 10 grep -qx "FROM THE HOST" "$d/new"
 # Grow the file on the host while the guest has it open.
 exec 3<"$d/new"
 head -c 100000 /dev/zero >>"$h/new"
-check "host-grown size" poll 10 test "$(stat -c %s "$d/new")" = 100014
+check "host-grown size" poll_eq 10 100014 stat -c %s "$d/new"
 exec 3<&-
 
 mv "$h/new" "$h/moved"

@@ -5,7 +5,7 @@
 d=$MNT/lk2
 mkdir -p "$d"
 python3 - "$d" "$HOSTSIDE/lk2" "$GUEST_ID" <<'PY'
-import errno, fcntl, os, sys, time
+import errno, fcntl, glob, os, sys, time
 d, host, me = sys.argv[1], sys.argv[2], sys.argv[3]
 def mark(name):
     open(os.path.join(d, name), "w").close()
@@ -14,6 +14,8 @@ def wait(name, limit=120):
     while not os.path.exists(os.path.join(host, name)):
         if time.time() > end:
             sys.exit(f"timed out waiting for {name}")
+        if glob.glob(os.path.join(os.path.dirname(host), ".e2e-failed-locks-two-guests-*")):
+            sys.exit("the other guest failed")
         time.sleep(0.1)
 if me == "2":
     f = open(os.path.join(d, "file"), "w+")

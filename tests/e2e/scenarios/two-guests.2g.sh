@@ -8,15 +8,6 @@ other=$((5 - me))
 d=$MNT/two
 h=$HOSTSIDE/two
 mkdir -p "$d"
-poll() {
-    local limit=$1 i=0
-    shift
-    until "$@"; do
-        i=$((i + 1))
-        [ $i -le $((limit * 10)) ] || return 1
-        sleep 0.1
-    done
-}
 head -c 2000000 /dev/urandom >"$d/from-$me"
 sha256sum <"$d/from-$me" | cut -d' ' -f1 >"$d/sum-$me"
 : >"$d/ready-$me"
@@ -35,7 +26,7 @@ os.close(fd)
 PY
 : >"$d/appended-$me"
 wait_for "$h/appended-$other" 120
-check "400 appended lines" poll 15 test "$(wc -l <"$d/log")" = 400
+check "400 appended lines" poll_eq 15 400 sh -c "wc -l <'$d/log'"
 check "no torn lines" test "$(grep -cE '^guest[23] line [0-9]{4}$' "$d/log")" = 400
 
 # Rename handoff: guest 2 starts, each renames the baton to the next round's name.
