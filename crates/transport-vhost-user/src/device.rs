@@ -148,7 +148,10 @@ impl<F: FileSystem + 'static> FsBackend<F> {
                 return;
             }
         };
-        if queue == HIPRIO_QUEUE {
+        // The hiprio queue (FORGET, INTERRUPT) is always served inline: its requests are quick
+        // and must not wait behind ordinary ones.
+        let blocking = queue != HIPRIO_QUEUE && may_block(mem, &bufs);
+        if queue == HIPRIO_QUEUE || (!blocking && self.pool.is_none()) {
             let len = run_request(&self.server, mem, &bufs);
             complete(vring, head, len);
             return;
@@ -157,30 +160,24 @@ impl<F: FileSystem + 'static> FsBackend<F> {
         let server = Arc::clone(&self.server);
         let job_vring = vring.clone();
         let job_mem = Arc::clone(mem);
-        let job_bufs = bufs.clone();
         let job: Job = Box::new(move || {
-            let len = run_request(&server, &job_mem, &job_bufs);
+            let len = run_request(&server, &job_mem, &bufs);
             complete(&job_vring, head, len);
         });
-
-        let job = if may_block(mem, &bufs) {
+        let handed_over = if blocking {
             debug!(queue, head, "running a blocking request on its own thread");
-            match self.blocking.spawn(job) {
-                Ok(()) => return,
-                Err(job) => {
-                    warn!(queue, "too many blocking requests; running one inline");
-                    job
-                }
-            }
+            self.blocking.spawn(job).map_err(|job| {
+                warn!(queue, "too many blocking requests; running one inline");
+                job
+            })
         } else if let Some(pool) = &self.pool {
-            match pool.execute(job) {
-                Ok(()) => return,
-                Err(job) => job,
-            }
+            pool.execute(job)
         } else {
-            job
+            Err(job)
         };
-        job();
+        if let Err(job) = handed_over {
+            job();
+        }
     }
 }
 

@@ -308,3 +308,130 @@ fn serve_refuses_bad_config() {
     };
     assert!(serve(server, listener, config).is_err());
 }
+
+/// A file system whose blocking SETLK waits until the test says so.
+struct BlockingLockFs {
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl FileSystem for BlockingLockFs {
+    #[allow(clippy::too_many_arguments)]
+    fn setlk(
+        &self,
+        _ctx: &vhostfs_server::Context,
+        _inode: u64,
+        _handle: u64,
+        _owner: u64,
+        _lock: vhostfs_server::Lock,
+        _flock: bool,
+        wait: bool,
+    ) -> std::io::Result<()> {
+        if wait {
+            let rx = self.release.lock().unwrap();
+            rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        }
+        Ok(())
+    }
+}
+
+fn header(len: u32, opcode: u32, unique: u64, nodeid: u64) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&len.to_le_bytes());
+    h.extend_from_slice(&opcode.to_le_bytes());
+    h.extend_from_slice(&unique.to_le_bytes());
+    h.extend_from_slice(&nodeid.to_le_bytes());
+    h.extend_from_slice(&[0u8; 16]);
+    h
+}
+
+#[test]
+fn blocking_lock_does_not_stall_its_queue() {
+    let mem = memory();
+    let atomic = GuestMemoryAtomic::new(mem.clone());
+    let (release, rx) = std::sync::mpsc::channel();
+    let fs = BlockingLockFs {
+        release: std::sync::Mutex::new(rx),
+    };
+    let server = Arc::new(Server::new(fs, ServerOptions::default()));
+    let backend = FsBackend::new(server, DeviceConfig::default(), atomic.clone()).unwrap();
+    let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    let vring = vring_for(&atomic, &queue);
+
+    // INIT, then SETLKW (blocks in the file system), then GETATTR.
+    let init = init_request(1);
+    let mut setlkw = header(88, 33, 2, 1);
+    setlkw.extend_from_slice(&7u64.to_le_bytes()); // fh
+    setlkw.extend_from_slice(&9u64.to_le_bytes()); // owner
+    setlkw.extend_from_slice(&0u64.to_le_bytes()); // start
+    setlkw.extend_from_slice(&u64::MAX.to_le_bytes()); // end
+    setlkw.extend_from_slice(&(libc::F_WRLCK as u32).to_le_bytes());
+    setlkw.extend_from_slice(&1u32.to_le_bytes()); // pid
+    setlkw.extend_from_slice(&[0u8; 8]); // lk_flags, padding
+    assert_eq!(setlkw.len(), 88);
+    let mut getattr = header(56, 3, 3, 1);
+    getattr.extend_from_slice(&[0u8; 16]);
+    let requests = [init, setlkw, getattr];
+    let next = VRING_DESC_F_NEXT as u16;
+    let write = VRING_DESC_F_WRITE as u16;
+    let mut descs = Vec::new();
+    for (i, req) in requests.iter().enumerate() {
+        let base = 0x10_0000 + 0x1_0000 * i as u64;
+        mem.write_slice(req, GuestAddress(base)).unwrap();
+        let idx = 2 * i as u16;
+        descs.push(RawDescriptor::from(Descriptor::new(
+            base,
+            req.len() as u32,
+            next,
+            idx + 1,
+        )));
+        descs.push(RawDescriptor::from(Descriptor::new(
+            base + 0x8000,
+            4096,
+            write,
+            0,
+        )));
+    }
+    queue.add_desc_chains(&descs, 0).unwrap();
+
+    backend
+        .handle_event(0, vmm_sys_util::epoll::EventSet::IN, &[vring], 1)
+        .unwrap();
+    // The worker returned with INIT and GETATTR answered, the SETLKW still waiting.
+    let used = used_entries(&queue);
+    let ids: Vec<u32> = used.iter().map(|e| e.0).collect();
+    assert_eq!(ids, vec![0, 4], "used entries {used:?}");
+    release.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while used_entries(&queue).len() < 3 {
+        assert!(Instant::now() < deadline, "SETLKW never completed");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let (id, len) = used_entries(&queue)[2];
+    assert_eq!(id, 2);
+    assert_eq!(len, 16, "SETLKW answered with a bare header");
+}
+
+#[test]
+fn oversized_queue_count_is_lowered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vfs.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = Arc::new(Server::new(NullFs, ServerOptions::default()));
+    let config = DeviceConfig {
+        max_request_queues: 1000,
+        ..DeviceConfig::default()
+    };
+    let daemon = thread::spawn(move || serve(server, listener, config));
+    let mut frontend = Frontend::connect(&path, 64).unwrap();
+    frontend.set_owner().unwrap();
+    let features = frontend.get_features().unwrap();
+    frontend.set_features(features).unwrap();
+    let proto = frontend.get_protocol_features().unwrap();
+    frontend.set_protocol_features(proto).unwrap();
+    assert_eq!(
+        frontend.get_queue_num().unwrap(),
+        crate::MAX_REQUEST_QUEUES as u64 + 1
+    );
+    drop(frontend);
+    daemon.join().unwrap().unwrap();
+}
