@@ -166,9 +166,8 @@ impl<F: FileSystem + 'static> FsBackend<F> {
         });
         let handed_over = if blocking {
             debug!(queue, head, "running a blocking request on its own thread");
-            self.blocking.spawn(job).map_err(|job| {
+            self.blocking.spawn(job).inspect_err(|_| {
                 warn!(queue, "too many blocking requests; running one inline");
-                job
             })
         } else if let Some(pool) = &self.pool {
             pool.execute(job)

@@ -149,7 +149,12 @@ fn queue_worker_completes_every_chain() {
         vring.set_queue_event_idx(event_idx);
         let heads = add_chains(&mem, &queue);
         backend
-            .handle_event(0, vmm_sys_util::epoll::EventSet::IN, &[vring.clone()], 1)
+            .handle_event(
+                0,
+                vmm_sys_util::epoll::EventSet::IN,
+                std::slice::from_ref(&vring),
+                1,
+            )
             .unwrap();
         let used = used_entries(&queue);
         // Inline processing completes in order.
