@@ -81,8 +81,12 @@ fn contain() -> std::io::Result<()> {
 }
 
 fn setup() -> PathBuf {
+    // Root of the initial user namespace (not already contained, e.g. by a `-fork` parent)?
     // SAFETY: no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = unsafe { libc::geteuid() } == 0
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+            .unwrap_or(false);
     let base = std::env::temp_dir().join(format!("vhostfs-fuzz-pt-{}", std::process::id()));
     std::fs::create_dir_all(&base).expect("fuzz base dir");
     if root {

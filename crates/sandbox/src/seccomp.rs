@@ -8,9 +8,11 @@
 //! `unshare(CLONE_FS)` for per-thread umask), the `/dev/fuse` transport (`read`/`write`/`ioctl`,
 //! `umount2`), and logging to stderr or syslog (an `AF_UNIX` datagram socket).
 //!
-//! Two syscalls are allowed only with restricted arguments: `clone` only to create threads
-//! (`CLONE_THREAD` set) and `unshare` only with `CLONE_FS` / `CLONE_FILES` / `CLONE_SYSVSEM`;
-//! `socket` only for `AF_UNIX`.
+//! Some syscalls are allowed only with restricted arguments: `clone` only to create threads
+//! (`CLONE_THREAD` set), `unshare` only with `CLONE_FS` / `CLONE_FILES` / `CLONE_SYSVSEM`,
+//! `socket` only for `AF_UNIX`, and `ioctl` with anything but `TIOCSTI`/`TIOCLINUX` (no typing
+//! into a terminal). `clone3`, whose flags a filter cannot see, fails with `ENOSYS` so that the C
+//! library falls back to `clone`.
 
 use std::collections::BTreeMap;
 
@@ -46,7 +48,6 @@ const COMMON: &[(&str, i64)] = syscalls![
     SYS_dup3,
     SYS_fcntl,
     SYS_flock,
-    SYS_ioctl,
     SYS_pipe2,
     SYS_splice,
     SYS_tee,
@@ -133,7 +134,6 @@ const COMMON: &[(&str, i64)] = syscalls![
     SYS_madvise,
     SYS_brk,
     // Threads, synchronisation, scheduling.
-    SYS_clone3,
     SYS_futex,
     SYS_set_robust_list,
     SYS_rseq,
@@ -223,6 +223,7 @@ pub fn allowed_syscalls() -> Vec<(&'static str, i64)> {
     v.push(("SYS_clone", libc::SYS_clone));
     v.push(("SYS_unshare", libc::SYS_unshare));
     v.push(("SYS_socket", libc::SYS_socket));
+    v.push(("SYS_ioctl", libc::SYS_ioctl));
     v
 }
 
@@ -271,6 +272,25 @@ pub(crate) fn build_filter(
         libc::SYS_unshare,
         cond_rule(0, SeccompCmpOp::MaskedEq(!unshare_ok), 0)?,
     );
+    // Any ioctl (FUSE_DEV_IOC_CLONE, FS_IOC_*, terminal queries for logging) except pushing
+    // input into a terminal the daemon may still hold (stderr).
+    let ioctl_ok = vec![SeccompRule::new(vec![
+        SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, libc::TIOCSTI)
+            .map_err(|e| Error::Seccomp(e.to_string()))?,
+        SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Ne,
+            libc::TIOCLINUX,
+        )
+        .map_err(|e| Error::Seccomp(e.to_string()))?,
+    ])
+    .map_err(|e| Error::Seccomp(e.to_string()))?];
+    rules.insert(libc::SYS_ioctl, ioctl_ok);
+    // clone3 passes its flags in memory, out of a filter's sight; it gets ENOSYS from the
+    // second filter below (glibc then falls back to clone, filtered above). Allowing it here
+    // keeps it from reaching the mismatch action.
+    rules.insert(libc::SYS_clone3, Vec::new());
     rules.insert(
         libc::SYS_socket,
         cond_rule(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?,
@@ -288,6 +308,23 @@ pub(crate) fn build_filter(
     Ok(Some(prog))
 }
 
+/// A second filter that makes `clone3` fail with `ENOSYS`, so that threads are created with
+/// `clone`, whose flags the main filter can check.
+pub(crate) fn build_clone3_filter() -> Result<seccompiler::BpfProgram, Error> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    rules.insert(libc::SYS_clone3, Vec::new());
+    let filter = SeccompFilter::new(
+        rules,
+        seccompiler::SeccompAction::Allow,
+        seccompiler::SeccompAction::Errno(libc::ENOSYS as u32),
+        target_arch()?,
+    )
+    .map_err(|e| Error::Seccomp(e.to_string()))?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| Error::Seccomp(e.to_string()))
+}
+
 /// Installs the seccomp allow-list on every thread of the process (`SECCOMP_FILTER_FLAG_TSYNC`);
 /// threads created later inherit it. Also sets `PR_SET_NO_NEW_PRIVS`.
 ///
@@ -298,6 +335,9 @@ pub fn install_seccomp(action: SeccompAction) -> Result<(), Error> {
     let Some(prog) = build_filter(action)? else {
         return Ok(());
     };
+    let clone3 = build_clone3_filter()?;
+    // The clone3 filter first: once the allow-list is in place, seccomp(2) itself is refused.
+    seccompiler::apply_filter_all_threads(&clone3).map_err(|e| Error::Seccomp(e.to_string()))?;
     seccompiler::apply_filter_all_threads(&prog).map_err(|e| Error::Seccomp(e.to_string()))
 }
 
@@ -314,6 +354,7 @@ mod tests {
             // The classic BPF program length limit.
             assert!(p.len() < 4096);
         }
+        assert!(!build_clone3_filter().unwrap().is_empty());
     }
 
     #[test]

@@ -387,6 +387,15 @@ fn workload(dir: &std::path::Path, sock_tx: OwnedFd, sock_rx: OwnedFd, memfd: Ow
         );
     }
 
+    // --- clone3 is refused with ENOSYS (threads below then come from clone)
+    // SAFETY: clone3 with a null argument structure never creates anything.
+    let rc = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0) };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOSYS)
+    );
+
     // --- threads, futexes, channels, per-thread fs state
     let pair = Arc::new((Mutex::new(0), Condvar::new()));
     let (tx, rx) = mpsc::channel();
@@ -633,6 +642,13 @@ fn child(case: &str) -> i32 {
             unsafe { libc::syscall(libc::SYS_kexec_load, 0, 0, std::ptr::null::<u8>(), 0) };
             3
         }
+        "tiocsti" => {
+            install_seccomp(SeccompAction::Kill).unwrap();
+            let c = 0u8;
+            // SAFETY: TIOCSTI on stdin with a valid byte; the filter kills us first.
+            unsafe { libc::ioctl(0, libc::TIOCSTI, &c) };
+            3
+        }
         "forbidden-trap" => {
             install_seccomp(SeccompAction::Trap).unwrap();
             // SAFETY: as above; SIGSYS has its default action (terminate).
@@ -675,6 +691,13 @@ fn main() {
         println!("ok: kexec_load killed with SIGSYS");
     } else {
         println!("FAIL: kexec_load under kill: {st:?}");
+        failed += 1;
+    }
+    let st = run("tiocsti");
+    if st.signal() == Some(libc::SIGSYS) {
+        println!("ok: ioctl(TIOCSTI) killed with SIGSYS");
+    } else {
+        println!("FAIL: ioctl(TIOCSTI) under kill: {st:?}");
         failed += 1;
     }
     let st = run("forbidden-trap");
