@@ -68,6 +68,15 @@ fn check_inside() -> i32 {
     0
 }
 
+/// The calling thread's effective capability set.
+fn effective_caps() -> Option<u64> {
+    let mut hdr = [0x2008_0522u32, 0];
+    let mut data = [0u32; 6];
+    // SAFETY: version-3 header and room for two data structs (3 x u32 each).
+    let rc = unsafe { libc::syscall(libc::SYS_capget, hdr.as_mut_ptr(), data.as_mut_ptr()) };
+    (rc == 0).then(|| u64::from(data[0]) | (u64::from(data[3]) << 32))
+}
+
 fn child(case: &str, dir: &Path) -> i32 {
     match case {
         "namespace" => {
@@ -92,6 +101,11 @@ fn child(case: &str, dir: &Path) -> i32 {
             // Full confinement must still leave a working process.
             if drop_capabilities(&default_capabilities()).is_err() {
                 return 23;
+            }
+            let want: u64 = default_capabilities().iter().map(|c| 1u64 << c.0).sum();
+            if effective_caps() != Some(want) {
+                eprintln!("effective caps {:x?}, want {want:x}", effective_caps());
+                return 26;
             }
             if install_seccomp(SeccompAction::Kill).is_err() {
                 return 24;
