@@ -27,6 +27,9 @@ pub const HIPRIO_QUEUE: usize = 0;
 /// Index of the first virtio-fs request queue.
 pub const REQUEST_QUEUE: usize = 1;
 
+/// Bytes at the end of guest memory left to tests ([`Driver::scratch`]).
+pub const SCRATCH_LEN: u64 = 1 << 20;
+
 /// How the driver sets up the device.
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
@@ -98,7 +101,7 @@ impl Driver {
         let ring_bytes = QueueLayout::bytes_needed(cfg.queue_size);
         let rings_total = ring_bytes * nq as u64;
         let mem_size = cfg.mem_size as u64;
-        if mem_size < rings_total + (2 << 20) {
+        if mem_size < rings_total + SCRATCH_LEN + (2 << 20) {
             return Err(Error::Config(format!(
                 "guest memory of {mem_size} bytes too small for {nq} queues"
             )));
@@ -144,7 +147,9 @@ impl Driver {
 
         // Rings first, then one arena per queue: the hiprio queue gets a small one.
         let arenas_start = cfg.gpa_base + rings_total.div_ceil(4096) * 4096;
-        let arenas_len = mem.end() - arenas_start;
+        // The last MiB is scratch space for tests that lay out memory themselves.
+        let scratch = mem.end() - SCRATCH_LEN;
+        let arenas_len = scratch - arenas_start;
         let hiprio_len = (arenas_len / 16).min(1 << 20);
         let per_req = (arenas_len - hiprio_len) / (nq as u64 - 1);
         let mut queues = Vec::with_capacity(nq);
@@ -208,6 +213,12 @@ impl Driver {
     /// The guest memory.
     pub fn mem(&self) -> &GuestMem {
         &self.mem
+    }
+
+    /// GPA and length of the scratch area at the end of guest memory, which the driver
+    /// never allocates from: tests may place requests there themselves.
+    pub fn scratch(&self) -> (u64, u64) {
+        (self.mem.end() - SCRATCH_LEN, SCRATCH_LEN)
     }
 
     /// The vhost-user frontend endpoint, for raw protocol messages.

@@ -140,7 +140,17 @@ pub struct Fixtures {
 }
 
 /// Entries the shared directory holds between scenarios.
-const SHARED_ENTRIES: &[&str] = &["hello", "sub", "escape_dir", "escape_file", "escape_rel"];
+const SHARED_ENTRIES: &[&str] = &[
+    "hello",
+    "sub",
+    "escape_dir",
+    "escape_file",
+    "escape_rel",
+    "toctou_target_17c",
+];
+
+/// A fixture whose name (with NUL) is as long as `../outside/secret`.
+const TOCTOU_NAME: &[u8] = b"toctou_target_17c\0";
 
 impl Fixtures {
     /// Creates `shared/{hello, sub/inner, escape_dir, escape_file, escape_rel}` and
@@ -152,6 +162,7 @@ impl Fixtures {
         fs::create_dir_all(&outside)?;
         fs::write(shared.join("hello"), HELLO)?;
         fs::write(shared.join("sub/inner"), b"inner\n")?;
+        fs::write(shared.join("toctou_target_17c"), b"t\n")?;
         fs::write(outside.join("secret"), SECRET)?;
         let link = |target: &Path, name: &str| -> Result<()> {
             let p = shared.join(name);
@@ -1751,8 +1762,121 @@ fn data_scenarios() -> Vec<Scenario> {
     ]
 }
 
+fn toctou(c: &mut Ctx) -> Result<(Outcome, Verdict)> {
+    let (gpa, _) = c.d.scratch();
+    let u = c.d.next_unique();
+    // Every variant is exactly 58 bytes, so only the contents race, not the chain length.
+    let good = encode(abi::opcode::LOOKUP, u, abi::ROOT_ID, &[TOCTOU_NAME]);
+    let dotdot = encode(
+        abi::opcode::LOOKUP,
+        u,
+        abi::ROOT_ID,
+        &[b"../outside/secret\0"],
+    );
+    let mkdir_in = abi::MkdirIn {
+        mode: 0o755,
+        umask: 0,
+    };
+    let mkdir = encode(
+        abi::opcode::MKDIR,
+        u,
+        abi::ROOT_ID,
+        &[mkdir_in.as_bytes(), b"../flippe\0"],
+    );
+    let huge = encode_with_len(
+        abi::opcode::LOOKUP,
+        u,
+        abi::ROOT_ID,
+        u32::MAX,
+        &[TOCTOU_NAME],
+    );
+    let mut unterminated = good.clone();
+    if let Some(last) = unterminated.last_mut() {
+        *last = b'x';
+    }
+    debug_assert!([&dotdot, &mkdir, &huge, &unterminated]
+        .iter()
+        .all(|v| v.len() == good.len()));
+    let len = u32::try_from(good.len()).unwrap_or(u32::MAX);
+    c.d.mem().write(gpa, &good)?;
+    let flipper =
+        c.d.mem()
+            .flip(gpa, vec![good, dotdot, mkdir, huge, unterminated]);
+    flipper.wait_started(Duration::from_secs(2));
+    let mut forbidden = forbidden_inos(c);
+    if let Some(fx) = c.fx {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = fs::metadata(fx.outside.join("secret")) {
+            forbidden.push(m.ino());
+        }
+    }
+    let mut escaped = 0u32;
+    let (mut ok, mut err, mut dropped) = (0u32, 0u32, 0u32);
+    for _ in 0..50 {
+        let mut heads = Vec::new();
+        for _ in 0..32 {
+            let ch = ChainBuilder::new()
+                .readable_at(gpa, len)
+                .writable(SMALL_REPLY);
+            heads.push(c.d.submit_nokick(REQUEST_QUEUE, &ch)?);
+        }
+        c.d.kick(REQUEST_QUEUE)?;
+        let mut stalled = false;
+        for h in heads {
+            // Once one chain is not answered, only collect what is already there: the probe
+            // after the scenario decides whether the backend still serves.
+            let t = if stalled {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(1)
+            };
+            let got = c.d.wait(REQUEST_QUEUE, h, t)?;
+            stalled |= got.is_none();
+            match got {
+                Some(done) => match Reply::parse(&done) {
+                    Ok(r) if r.header.error < 0 => err += 1,
+                    Ok(r) => {
+                        ok += 1;
+                        if let Ok(e) = r.get::<abi::EntryOut>() {
+                            if forbidden.contains(&e.attr.ino) {
+                                escaped += 1;
+                            }
+                        }
+                    }
+                    Err(_) => dropped += 1,
+                },
+                None => dropped += 1,
+            }
+        }
+        if stalled {
+            break;
+        }
+        c.d.abandon_all(REQUEST_QUEUE)?;
+    }
+    let flips = flipper.stop();
+    let v = if escaped == 0 {
+        Verdict::Pass
+    } else {
+        Verdict::Fail(format!(
+            "{escaped} replies named an inode outside the share"
+        ))
+    };
+    Ok((
+        Outcome::Success(format!(
+            "{ok} ok, {err} errors, {dropped} dropped; {flips} rewrites"
+        )),
+        v,
+    ))
+}
+
 fn queue_scenarios() -> Vec<Scenario> {
     vec![
+        scenario!(
+            "toctou-rewrite",
+            "1600 chains whose bytes another thread keeps rewriting: LOOKUP hello / \
+             LOOKUP ../outside/secret / MKDIR ../flipped / len 2^32-1 / name without NUL",
+            toctou
+        ),
         scenario!(
             "flood-hostile-ring",
             "half the ring of malformed chains published at once, one kick",

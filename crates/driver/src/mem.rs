@@ -6,7 +6,9 @@
 
 use std::fs::File;
 use std::os::fd::FromRawFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use vhost::VhostUserMemoryRegionInfo;
 use vm_memory::{
@@ -129,6 +131,76 @@ impl GuestMem {
         let mut b = [0u8; 4];
         self.read(gpa, &mut b)?;
         Ok(u32::from_le_bytes(b))
+    }
+}
+
+/// A thread that keeps rewriting a range of guest memory, cycling through byte patterns,
+/// to race the backend's reads of a request (time-of-check/time-of-use, double fetches).
+pub struct Flipper {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Flipper {
+    /// Rewrites made so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Waits (up to `timeout`) until the thread has made its first rewrite.
+    pub fn wait_started(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.count() == 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    /// Stops the thread and returns how many rewrites it made.
+    pub fn stop(mut self) -> u64 {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.count()
+    }
+}
+
+impl Drop for Flipper {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl GuestMem {
+    /// Starts a [`Flipper`] writing `variants[0]`, `variants[1]`, ... in turn at `gpa`
+    /// as fast as it can. The mapping is shared with the thread, so it stays valid.
+    pub fn flip(&self, gpa: u64, variants: Vec<Vec<u8>>) -> Flipper {
+        let mem = self.mem.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let (st, cnt) = (stop.clone(), count.clone());
+        let handle = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) && !variants.is_empty() {
+                for v in &variants {
+                    let _ = mem.write_slice(v, GuestAddress(gpa));
+                    cnt.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Flipper {
+            stop,
+            count,
+            handle: Some(handle),
+        }
     }
 }
 
