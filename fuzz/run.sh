@@ -7,7 +7,8 @@
 # compiler flags (-Zsanitizer=address, -Cpasses=sancov-module); on a stable toolchain they are
 # enabled with RUSTC_BOOTSTRAP=1. New corpus entries go to fuzz/work-corpus/<target>/ (ignored
 # by git); the committed seeds in fuzz/corpus/<target>/ are read but never modified. Crash
-# inputs land in fuzz/artifacts/<target>/.
+# inputs land in fuzz/artifacts/<target>/. Inputs in fuzz/regressions/<target>-* (bugs found
+# earlier) are replayed first and must not crash.
 set -euo pipefail
 
 secs="${1:-60}"
@@ -36,6 +37,19 @@ unset CARGO_TARGET_DIR
 cargo fuzz build --target-dir "$tdir"
 
 failed=()
+# Known crash inputs (fuzz/regressions/<target>-<what>) must not crash any more.
+for t in "${targets[@]}"; do
+    for r in regressions/"$t"-*; do
+        [ -e "$r" ] || continue
+        if cargo fuzz run --target-dir "$tdir" "$t" "$r" -- -runs=1 >/dev/null 2>&1; then
+            echo "regression ok: $r"
+        else
+            echo "!!! regression still crashes: $r"
+            failed+=("$r")
+        fi
+    done
+done
+
 for t in "${targets[@]}"; do
     mkdir -p "work-corpus/$t" "corpus/$t" "artifacts/$t"
     log="$(mktemp)"
