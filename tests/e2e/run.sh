@@ -187,22 +187,52 @@ start_host_parts() {
     done
 }
 
-# wait_boot ID QEMU_PID DAEMON_PID: waits for a guest to power off. A guest whose daemon
-# died cannot finish (its requests are never answered): it is stopped 10 s after the daemon.
-wait_boot() {
-    local id=$1 q=$2 d=$3 dead=0
-    while kill -0 "$q" 2>/dev/null; do
-        if ! kill -0 "$d" 2>/dev/null; then
-            dead=$((dead + 1))
-            if [ $dead = 20 ]; then
-                echo "e2e: daemon of guest $id exited while the guest was running; stopping the guest"
-                kill "$q" 2>/dev/null
+# tree_cpu PID: CPU seconds (user+system) of PID and all its descendants (the namespace
+# sandbox runs the real daemon as a child).
+tree_cpu() {
+    local hz pids=("$1") all=() p c
+    hz=$(getconf CLK_TCK)
+    while [ ${#pids[@]} -gt 0 ]; do
+        p=${pids[0]}
+        pids=("${pids[@]:1}")
+        all+=("$p")
+        for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do pids+=("$c"); done
+    done
+    for p in "${all[@]}"; do cat "/proc/$p/stat" 2>/dev/null; echo; done |
+        awk -v hz="$hz" 'NF { sub(/^.*\) /, ""); t += $12 + $13 } END { printf "%.2f\n", t / hz }'
+}
+
+# wait_boots "ID QEMU_PID DAEMON_PID"...: waits for guests to power off, sampling each
+# daemon's CPU time. A guest whose daemon died cannot finish (its requests are never
+# answered): it is stopped 10 s after its daemon.
+wait_boots() {
+    local spec id q d running cpu
+    declare -A dead=()
+    while :; do
+        running=0
+        for spec in "$@"; do
+            read -r id q d <<<"$spec"
+            kill -0 "$q" 2>/dev/null || continue
+            running=1
+            if kill -0 "$d" 2>/dev/null; then
+                cpu=$(tree_cpu "$d")
+                [ -z "$cpu" ] || echo "$cpu" >"$run_dir/daemon$id.cpu"
+            else
+                dead[$id]=$((${dead[$id]:-0} + 1))
+                if [ "${dead[$id]}" = 20 ]; then
+                    echo "e2e: daemon of guest $id exited while the guest was running; stopping the guest"
+                    kill "$q" 2>/dev/null
+                fi
             fi
-        fi
+        done
+        [ $running = 1 ] || break
         sleep 0.5
     done
-    wait "$q"
-    echo $? >"$run_dir/qemu$id.rc"
+    for spec in "$@"; do
+        read -r id q d <<<"$spec"
+        wait "$q"
+        echo $? >"$run_dir/qemu$id.rc"
+    done
 }
 
 # stop_host_parts: gives the host companions of a finished boot 15 s, then ends them.
@@ -242,8 +272,9 @@ boot_report() {
     local t1 booted
     t1=$(date +%s.%N)
     booted=$(sed -n 's/^uptime at mount: //p' "$run_dir/guest$id/boot" 2>/dev/null)
-    printf 'e2e: guest %s: %.1f s wall, mounted at guest uptime %s s, %s\n' "$id" \
-        "$(awk "BEGIN { print $t1 - $t0 }")" "${booted:-?}" \
+    printf 'e2e: guest %s: %.1f s wall, mounted at guest uptime %s s, daemon CPU %s s, %s\n' \
+        "$id" "$(awk "BEGIN { print $t1 - $t0 }")" "${booted:-?}" \
+        "$(cat "$run_dir/daemon$id.cpu" 2>/dev/null || echo '?')" \
         "$(grep -ao 'E2E-GUEST-EXIT [0-9]*' "$run_dir/qemu$id.console" | tail -1)"
 }
 
@@ -254,7 +285,7 @@ if [ ${#single[@]} -gt 0 ]; then
         start_host_parts 1 "${single[@]}"
         t0=$(date +%s.%N)
         boot_guest 1 "$sock" "${single[@]}"
-        wait_boot 1 "$qemu_pid" "$d1"
+        wait_boots "1 $qemu_pid $d1"
         boot_report 1 "$t0"
         stop_host_parts
         wait_daemon 1 "$d1"
@@ -271,8 +302,7 @@ if [ ${#double[@]} -gt 0 ]; then
         q2=$qemu_pid
         boot_guest 3 "$s3" "${double[@]}"
         q3=$qemu_pid
-        wait_boot 2 "$q2" "$d2"
-        wait_boot 3 "$q3" "$d3"
+        wait_boots "2 $q2 $d2" "3 $q3 $d3"
         boot_report 2 "$t0"
         boot_report 3 "$t0"
         stop_host_parts
