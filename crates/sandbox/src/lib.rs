@@ -28,6 +28,8 @@
 //! system that needs `/proc/self/fd` must take the descriptor from [`proc_self_fd`] rather than
 //! open the path itself.
 
+#![warn(missing_docs)]
+
 mod caps;
 mod seccomp;
 
