@@ -7,8 +7,8 @@
 //! - [`RequestBuilder`]: builds well-formed request bytes (header with the right `len`).
 //! - [`parse_reply`]: splits reply bytes into the header and body.
 //!
-//! This is not a file system to serve anything real with: no permission checks, coarse
-//! locking, fixed timestamps.
+//! This is not a file system to serve anything real with: no permission checks, no check
+//! against renaming a directory into itself, coarse locking, no timestamps.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CStr;
@@ -687,7 +687,7 @@ impl FileSystem for FakeFs {
         s.f_bfree = 1 << 19;
         s.f_bavail = 1 << 19;
         s.f_files = FakeFs::MAX_NODES as u64;
-        s.f_ffree = (FakeFs::MAX_NODES - st.nodes.len()) as u64;
+        s.f_ffree = FakeFs::MAX_NODES.saturating_sub(st.nodes.len()) as u64;
         s.f_namemax = 255;
         Ok(s)
     }
