@@ -28,6 +28,36 @@
 //! as the protocol asks. See [`SERVER_INIT_FLAGS`] and [`UNSUPPORTED_INIT_FLAGS`] for which
 //! capability bits come from where.
 
+//!
+//! # Opcodes
+//! | opcode | arguments decoded | reply |
+//! |---|---|---|
+//! | INIT | `fuse_init_in` (16-byte legacy or 64-byte) | `fuse_init_out` |
+//! | DESTROY | — | header only; session reset ([`FileSystem::destroy`]) |
+//! | LOOKUP, UNLINK, RMDIR | name | `fuse_entry_out` / header |
+//! | FORGET, BATCH_FORGET | `fuse_forget_in`; batch count bounded by the payload | none |
+//! | GETATTR, SETATTR | `fuse_getattr_in` (`GETATTR_FH`), `fuse_setattr_in` (`FATTR_*`) | `fuse_attr_out` |
+//! | READLINK | — | target bytes |
+//! | SYMLINK | name, target | `fuse_entry_out` |
+//! | MKNOD, MKDIR | `fuse_mknod_in`/`fuse_mkdir_in`, name | `fuse_entry_out` |
+//! | RENAME, RENAME2 | `fuse_rename_in`/`fuse_rename2_in`, two names | header |
+//! | LINK | `fuse_link_in`, name | `fuse_entry_out` |
+//! | OPEN, OPENDIR | `fuse_open_in` | `fuse_open_out` |
+//! | CREATE, TMPFILE | `fuse_create_in`, name (TMPFILE's is ignored) | entry + open out |
+//! | READ | `fuse_read_in`; size capped by `max_pages` and the reply buffer | data (zero-copy) |
+//! | WRITE | `fuse_write_in`; size ≤ payload and ≤ `max_write` | `fuse_write_out` |
+//! | STATFS | — | `fuse_statfs_out` |
+//! | RELEASE, RELEASEDIR, FLUSH, FSYNC, FSYNCDIR | `fuse_release_in`, `fuse_flush_in`, `fuse_fsync_in` | header |
+//! | SETXATTR | `fuse_setxattr_in` (8 or 16 bytes by `SETXATTR_EXT`), name, value (= size) | header |
+//! | GETXATTR, LISTXATTR | `fuse_getxattr_in` (+ name) | `fuse_getxattr_out` for size 0, else data |
+//! | REMOVEXATTR | name | header |
+//! | READDIR, READDIRPLUS | `fuse_read_in` | packed 8-aligned dirents |
+//! | GETLK, SETLK, SETLKW | `fuse_lk_in` (`LK_FLOCK`) | `fuse_lk_out` / header |
+//! | INTERRUPT | `fuse_interrupt_in` | none (interrupts a waiting SETLKW) |
+//! | ACCESS, FALLOCATE, LSEEK, COPY_FILE_RANGE, SYNCFS | their `*_in` | header / `lseek_out` / `write_out` |
+//! | NOTIFY_REPLY | — | none |
+//! | IOCTL, POLL, BMAP, SETUPMAPPING, REMOVEMAPPING, STATX, CUSE_INIT, unknown | — | `ENOSYS` |
+
 mod decode;
 mod interrupt;
 mod reply;
