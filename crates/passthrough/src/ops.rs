@@ -302,8 +302,8 @@ impl FileSystem for PassthroughFs {
             rustix::fs::chownat(
                 pfd.as_fd(),
                 c"",
-                uid.map(host_uid_t),
-                gid.map(host_gid_t),
+                uid.map(host_uid_t).transpose()?,
+                gid.map(host_gid_t).transpose()?,
                 AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
             )?;
         }
@@ -1241,10 +1241,19 @@ impl FileSystem for PassthroughFs {
     }
 }
 
-fn host_uid_t(u: u32) -> rustix::fs::Uid {
-    rustix::fs::Uid::from_raw(u)
+/// A host uid for `chown`. `u32::MAX` is chown's "leave unchanged" and no id a guest may set
+/// (the guest kernel never sends it), so a request carrying it is refused with `EINVAL`.
+fn host_uid_t(u: u32) -> io::Result<rustix::fs::Uid> {
+    if u == u32::MAX {
+        return Err(errno(libc::EINVAL));
+    }
+    Ok(rustix::fs::Uid::from_raw(u))
 }
 
-fn host_gid_t(g: u32) -> rustix::fs::Gid {
-    rustix::fs::Gid::from_raw(g)
+/// A host gid for `chown`; `u32::MAX` is refused like in [`host_uid_t`].
+fn host_gid_t(g: u32) -> io::Result<rustix::fs::Gid> {
+    if g == u32::MAX {
+        return Err(errno(libc::EINVAL));
+    }
+    Ok(rustix::fs::Gid::from_raw(g))
 }

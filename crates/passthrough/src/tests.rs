@@ -469,6 +469,30 @@ fn setattr_mode_size_times_owner() {
         .unwrap();
 }
 
+/// Found by fuzzing: an owner of -1 (chown's "unchanged") used to panic inside rustix.
+#[test]
+fn setattr_owner_minus_one_is_refused() {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), b"x").unwrap();
+    let fs = new_fs(td.path());
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    for attr in [
+        SetAttr {
+            uid: Some(u32::MAX),
+            ..Default::default()
+        },
+        SetAttr {
+            gid: Some(u32::MAX),
+            ..Default::default()
+        },
+    ] {
+        assert_eq!(
+            errno_of(fs.setattr(&root_ctx(), e.inode, attr)),
+            libc::EINVAL
+        );
+    }
+}
+
 #[test]
 fn planted_symlinks_are_never_followed() {
     let outer = tempfile::tempdir().unwrap();
