@@ -394,3 +394,28 @@ fn second_request_queue_serves() {
     getattr(&mut d, REQUEST_QUEUE).expect("queue 1 after garbage on queue 2");
     getattr(&mut d, q2).expect("queue 2 after garbage on queue 2");
 }
+
+/// Guest RAM split into two adjacent regions (as with hot-plugged DIMMs): requests, replies
+/// and READ data that straddle the boundary are served intact.
+#[test]
+fn buffers_straddling_memory_regions() {
+    let cfg = DriverConfig {
+        mem_regions: 2,
+        ..Default::default()
+    };
+    let Some(mut t) = spawn_vhostfs(cfg) else {
+        return;
+    };
+    let scenarios: Vec<_> = hostile::catalogue()
+        .into_iter()
+        .filter(|s| s.name == "cross-region-buffers")
+        .collect();
+    assert_eq!(scenarios.len(), 1);
+    let recs = hostile::run(&mut t, &scenarios, WAIT);
+    println!("{}: {}", recs[0].name, recs[0].summary());
+    assert!(recs[0].passed(), "{}", recs[0].summary());
+    assert!(
+        matches!(recs[0].outcome, hostile::Outcome::Success(_)),
+        "the scenario must not be skipped with two regions"
+    );
+}

@@ -47,6 +47,8 @@ pub struct DriverConfig {
     pub event_idx: bool,
     /// Default time to wait for a reply.
     pub timeout: Duration,
+    /// Number of memfd regions guest RAM is split into (adjacent in guest-physical space).
+    pub mem_regions: usize,
 }
 
 impl Default for DriverConfig {
@@ -59,6 +61,7 @@ impl Default for DriverConfig {
             indirect: true,
             event_idx: false,
             timeout: Duration::from_secs(5),
+            mem_regions: 1,
         }
     }
 }
@@ -106,7 +109,7 @@ impl Driver {
                 "guest memory of {mem_size} bytes too small for {nq} queues"
             )));
         }
-        let mem = GuestMem::new(cfg.gpa_base, cfg.mem_size)?;
+        let mem = GuestMem::with_regions(cfg.gpa_base, cfg.mem_size, cfg.mem_regions)?;
 
         frontend.set_owner()?;
         let offered = frontend.get_features()?;
@@ -143,7 +146,7 @@ impl Driver {
         if pf.contains(VhostUserProtocolFeatures::REPLY_ACK) {
             frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
         }
-        frontend.set_mem_table(&[mem.region_info()?])?;
+        frontend.set_mem_table(&mem.region_infos()?)?;
 
         // Rings first, then one arena per queue: the hiprio queue gets a small one.
         let arenas_start = cfg.gpa_base + rings_total.div_ceil(4096) * 4096;

@@ -1662,8 +1662,84 @@ fn handle_scenarios() -> Vec<Scenario> {
     ]
 }
 
+fn cross_region(c: &mut Ctx) -> Result<(Outcome, Verdict)> {
+    let Some(&b) = c.d.mem().boundaries().first() else {
+        return Ok((
+            Outcome::Skipped("guest memory is a single region".into()),
+            Verdict::Pass,
+        ));
+    };
+    let mut notes = Vec::new();
+    // 1. The request straddles the boundary.
+    let r = c.getattr_req();
+    c.d.mem().write(b - 20, &r)?;
+    let len = u32::try_from(r.len()).unwrap_or(u32::MAX);
+    let ch = ChainBuilder::new()
+        .readable_at(b - 20, len)
+        .writable(SMALL_REPLY);
+    notes.push(("request", c.send(REQUEST_QUEUE, &ch)?));
+    // 2. The reply straddles it.
+    let r = c.getattr_req();
+    let ch = ChainBuilder::new().readable(&r).writable_at(b - 50, 120);
+    notes.push(("reply", c.send(REQUEST_QUEUE, &ch)?));
+    // 3. READ data straddles it and must arrive intact.
+    let mut data_ok = true;
+    if c.fx.is_some() {
+        let e = c.node(b"hello")?;
+        let o = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
+        let a = abi::ReadIn {
+            fh: o.fh,
+            size: 4096,
+            ..Default::default()
+        };
+        let r = c.req(abi::opcode::READ, e.nodeid, &[a.as_bytes()]);
+        let ch = ChainBuilder::new()
+            .readable(&r)
+            .writable_at(b - 16 - 7, 16 + 7 + 100);
+        let head = c.d.submit(REQUEST_QUEUE, &ch)?;
+        let done = c.d.wait(REQUEST_QUEUE, head, Duration::from_secs(5))?;
+        let _ = c.d.release(e.nodeid, o.fh, false);
+        let o = match done.map(|d| Reply::parse(&d)) {
+            Some(Ok(r)) if r.header.error == 0 => {
+                data_ok = r.payload == HELLO;
+                Outcome::Success(format!("{} bytes", r.payload.len()))
+            }
+            Some(Ok(r)) => Outcome::Errno(-r.header.error),
+            Some(Err(_)) => Outcome::UsedNoReply { used_len: 0 },
+            None => Outcome::Dropped,
+        };
+        notes.push(("read", o));
+    }
+    let bad: Vec<String> = notes
+        .iter()
+        .filter(|(_, o)| !matches!(o, Outcome::Success(_)))
+        .map(|(n, o)| format!("{n}: {o}"))
+        .collect();
+    let summary = notes
+        .iter()
+        .map(|(n, o)| format!("{n} {o}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let v = if !bad.is_empty() {
+        Verdict::Fail(format!(
+            "well-formed buffers across regions not served: {}",
+            bad.join("; ")
+        ))
+    } else if !data_ok {
+        Verdict::Fail("READ data across the region boundary is corrupt".into())
+    } else {
+        Verdict::Pass
+    };
+    Ok((Outcome::Success(summary), v))
+}
+
 fn data_scenarios() -> Vec<Scenario> {
     vec![
+        scenario!(
+            "cross-region-buffers",
+            "request, reply and READ data straddling a memory-region boundary (needs --mem-regions 2)",
+            cross_region
+        ),
         scenario!(
             "request-one-byte-descriptors",
             "valid GETATTR with every request byte in its own descriptor",

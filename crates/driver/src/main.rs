@@ -23,6 +23,9 @@ struct Cli {
     /// Entries per virtqueue.
     #[arg(long, global = true, default_value_t = 256)]
     queue_size: u16,
+    /// Split guest RAM into this many memfd regions (adjacent in guest-physical space).
+    #[arg(long, global = true, default_value_t = 1)]
+    mem_regions: usize,
     /// Milliseconds to wait for the used entry of a hostile request.
     #[arg(long, global = true, default_value_t = 300)]
     wait_ms: u64,
@@ -68,6 +71,7 @@ enum Cmd {
 fn cfg(cli: &Cli) -> DriverConfig {
     DriverConfig {
         queue_size: cli.queue_size,
+        mem_regions: cli.mem_regions,
         ..Default::default()
     }
 }

@@ -17,37 +17,68 @@ use vm_memory::{
 
 use crate::Error;
 
-/// One contiguous, shared guest memory region starting at `base` GPA.
+/// Guest memory: one or more memfd-backed regions, contiguous in guest-physical address space
+/// from `base` (but not in this process's address space when there are several).
 pub struct GuestMem {
     mem: GuestMemoryMmap<()>,
     base: u64,
     size: u64,
+    regions: usize,
+}
+
+fn memfd(size: u64) -> Result<File, Error> {
+    let name = c"vhostfs-driver-guest-ram";
+    // SAFETY: `name` is a valid NUL-terminated string; memfd_create has no other
+    // preconditions and returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::Io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size)?;
+    Ok(file)
 }
 
 impl GuestMem {
     /// Creates a memfd of `size` bytes, maps it shared and places it at guest address `base`.
     pub fn new(base: u64, size: usize) -> Result<Self, Error> {
-        let name = c"vhostfs-driver-guest-ram";
-        // SAFETY: `name` is a valid NUL-terminated string; memfd_create has no other
-        // preconditions and returns a new fd or -1.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::Io(std::io::Error::last_os_error()));
+        Self::with_regions(base, size, 1)
+    }
+
+    /// Like [`GuestMem::new`], but split into `regions` equal memfd regions that are adjacent
+    /// in guest-physical space, so buffers can straddle a region boundary.
+    pub fn with_regions(base: u64, size: usize, regions: usize) -> Result<Self, Error> {
+        let regions = regions.max(1);
+        let per = (size / regions) & !0xfff;
+        if per == 0 {
+            return Err(Error::Mem("guest memory too small to split".into()));
         }
-        // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
-        let file = unsafe { File::from_raw_fd(fd) };
-        file.set_len(size as u64)?;
-        let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
-            GuestAddress(base),
-            size,
-            Some(FileOffset::new(file, 0)),
-        )])
-        .map_err(|e| Error::Mem(format!("mapping guest memory: {e}")))?;
+        let mut ranges = Vec::with_capacity(regions);
+        for r in 0..regions {
+            let file = memfd(per as u64)?;
+            ranges.push((
+                GuestAddress(base + (r * per) as u64),
+                per,
+                Some(FileOffset::new(file, 0)),
+            ));
+        }
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files(ranges)
+            .map_err(|e| Error::Mem(format!("mapping guest memory: {e}")))?;
         Ok(Self {
             mem,
             base,
-            size: size as u64,
+            size: (per * regions) as u64,
+            regions,
         })
+    }
+
+    /// GPAs where one region ends and the next begins.
+    pub fn boundaries(&self) -> Vec<u64> {
+        let per = self.size / self.regions as u64;
+        (1..self.regions as u64)
+            .map(|r| self.base + r * per)
+            .collect()
     }
 
     /// First guest-physical address of the region.
@@ -65,13 +96,12 @@ impl GuestMem {
         self.base + self.size
     }
 
-    /// The region description (with its fd) for `VHOST_USER_SET_MEM_TABLE`.
-    pub fn region_info(&self) -> Result<VhostUserMemoryRegionInfo, Error> {
-        let region = self
-            .mem
-            .find_region(GuestAddress(self.base))
-            .ok_or_else(|| Error::Mem("no region at base".into()))?;
-        VhostUserMemoryRegionInfo::from_guest_region(region).map_err(Error::Vhost)
+    /// The region descriptions (with their fds) for `VHOST_USER_SET_MEM_TABLE`.
+    pub fn region_infos(&self) -> Result<Vec<VhostUserMemoryRegionInfo>, Error> {
+        self.mem
+            .iter()
+            .map(|r| VhostUserMemoryRegionInfo::from_guest_region(r).map_err(Error::Vhost))
+            .collect()
     }
 
     /// Translates a GPA of this region into this process's virtual address (for
@@ -270,10 +300,25 @@ mod tests {
         assert_eq!(m.load_u16(0x3000).unwrap(), 0xbeef);
         assert!(m.write(0x0, b"x").is_err());
         assert!(m.write(m.end() - 2, b"xyz").is_err());
-        let info = m.region_info().unwrap();
+        let info = m.region_infos().unwrap()[0];
         assert_eq!(info.guest_phys_addr, 0x1000);
         assert_eq!(info.memory_size, 1 << 20);
         assert_eq!(m.host_addr(0x1000).unwrap(), info.userspace_addr);
+    }
+
+    #[test]
+    fn split_regions_are_adjacent_and_straddled() {
+        let m = GuestMem::with_regions(0, 1 << 20, 2).unwrap();
+        let b = m.boundaries();
+        assert_eq!(b, vec![1 << 19]);
+        let data: Vec<u8> = (0..64).collect();
+        m.write(b[0] - 20, &data).unwrap();
+        let mut back = vec![0u8; 64];
+        m.read(b[0] - 20, &mut back).unwrap();
+        assert_eq!(back, data);
+        let infos = m.region_infos().unwrap();
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[1].guest_phys_addr, 1 << 19);
     }
 
     #[test]
