@@ -2376,6 +2376,8 @@ pub struct HammerStats {
     pub dropped: u64,
     /// Probes (well-formed GETATTRs) answered.
     pub probes: u64,
+    /// Hostile BATCH_FORGETs sent on the hiprio queue (each followed by a FORGET probe).
+    pub hiprio_sent: u64,
 }
 
 fn hammer_chain(d: &mut Driver, k: u64) -> ChainBuilder {
@@ -2482,6 +2484,26 @@ pub fn hammer(d: &mut Driver, n: u64, batch: usize) -> Result<HammerStats> {
             st.sent += 1;
         }
         d.kick(REQUEST_QUEUE)?;
+        // One hostile BATCH_FORGET per batch on the hiprio queue: count disagreeing with the
+        // entries, forged node ids.
+        let u = d.next_unique();
+        let bf = abi::BatchForgetIn {
+            count: if k & 1 == 0 { u32::MAX } else { 3 },
+            dummy: 0,
+        };
+        let one = abi::ForgetOne {
+            nodeid: 0x5eed_0000 + k,
+            nlookup: u64::MAX,
+        };
+        let r = encode(
+            abi::opcode::BATCH_FORGET,
+            u,
+            0,
+            &[bf.as_bytes(), one.as_bytes()],
+        );
+        d.submit(HIPRIO_QUEUE, &ChainBuilder::new().readable(&r))?;
+        st.hiprio_sent += 1;
+
         let u = d.next_unique();
         let ga = abi::GetattrIn::default();
         let r = encode(abi::opcode::GETATTR, u, abi::ROOT_ID, &[ga.as_bytes()]);
@@ -2500,6 +2522,11 @@ pub fn hammer(d: &mut Driver, n: u64, batch: usize) -> Result<HammerStats> {
             }
         }
         d.abandon_all(REQUEST_QUEUE)?;
+        // The hiprio queue must keep consuming too.
+        if !d.forget(0x7fff_ffff_0000_0002, 1, PROBE_TIMEOUT)? {
+            return Err(Error::Timeout);
+        }
+        d.abandon_all(HIPRIO_QUEUE)?;
     }
     Ok(st)
 }
