@@ -1489,3 +1489,48 @@ fn shared_mmap_ops(fx: &Fixture) {
         Ok::<_, i32>((synced, data[100..105].to_vec(), data[8000], data.len()))
     });
 }
+
+#[test]
+fn ordinary_programs_see_the_same_tree() {
+    let Some(fx) = fixture(&["--xattr"]) else {
+        return;
+    };
+    let script = r#"
+set -e
+mkdir -p a/b/c
+printf 'hello\n' > a/b/c/file
+seq 1 20000 > a/big
+ln -s c/file a/b/link
+ln a/big a/hard
+mkfifo a/fifo
+chmod 0751 a/b
+cp -a a copy
+tar cf t.tar a
+mkdir x
+tar xf t.tar -C x
+mv x/a x/renamed
+rm -r copy/b
+sed -i 's/^1$/one/' a/big
+find . -path ./t.tar -prune -o -printf '%y %m %n %p %l\n' | LC_ALL=C sort
+find . -type f -name '*' ! -name t.tar -exec sha256sum {} + | LC_ALL=C sort
+wc -c < t.tar
+"#;
+    same(&fx, "a shell script of ordinary programs", |d| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(d)
+            .output()
+            .map_err(|_| -1)?;
+        Ok::<_, i32>((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    });
+    // The script ran to its end in both places (not just failed the same way).
+    for d in [&fx.mnt, &fx.reference] {
+        assert_eq!(fs::read(d.join("x/renamed/b/c/file")).unwrap(), b"hello\n");
+        assert!(d.join("t.tar").exists());
+    }
+}
