@@ -313,3 +313,35 @@ fn inherited_listening_fd() {
     // We did not create the socket file, so we leave it.
     assert!(sock.exists());
 }
+
+/// Every long option virtiofsd 1.14 knows is known to us too (when virtiofsd is installed for
+/// comparison; see the README).
+#[test]
+fn every_virtiofsd_option_is_known() {
+    let virtiofsd =
+        std::env::var("VIRTIOFSD").unwrap_or_else(|_| "/opt/virtiofsd/bin/virtiofsd".into());
+    let Ok(theirs) = Command::new(&virtiofsd).arg("--help").output() else {
+        eprintln!("skipped: {virtiofsd} not installed");
+        return;
+    };
+    let ours = run(&["--help"]);
+    let ours = String::from_utf8_lossy(&ours.stdout).into_owned();
+    let theirs = String::from_utf8_lossy(&theirs.stdout).into_owned();
+    let options = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| c.is_whitespace() || c == '=' || c == '[' || c == ',')
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| {
+                w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                    .to_string()
+            })
+            .collect()
+    };
+    let missing: Vec<String> = options(&theirs)
+        .difference(&options(&ours))
+        .cloned()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "virtiofsd options we do not know: {missing:?}"
+    );
+}
