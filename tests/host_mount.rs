@@ -989,6 +989,29 @@ fn posix_locks_between_processes_and_interrupted_setlkw() {
     let on_host = run(&fx.reference);
     assert_eq!(on_mount, on_host, "daemon log:\n{}", fx.log_text());
     assert_eq!(on_host.4, Some(vec![-1, libc::EINTR as i64]));
+
+    // A classic POSIX lock held by a host process on the shared file blocks a conflicting
+    // lock taken through the mount.
+    fs::write(fx.share.join("hostlocked"), b"0123456789").unwrap();
+    let mut holder = spawn_helper("lock-holder", &fx.share.join("hostlocked"));
+    assert_eq!(read_line(&mut holder), "locked");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fx.mnt.join("hostlocked"))
+        .unwrap();
+    // SAFETY: zeroed flock is valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    // SAFETY: valid fd and flock pointer.
+    let r = sys(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &mut fl) });
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    assert_eq!(
+        r,
+        Err(libc::EAGAIN),
+        "host process lock not seen through the mount"
+    );
 }
 
 #[test]
