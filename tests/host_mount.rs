@@ -1373,7 +1373,7 @@ fn core_operations_under_other_settings() {
     ] {
         eprintln!("settings: {args:?}");
         let Some(fx) = fixture(args) else { return };
-        let ops: [NamedOp; 13] = [
+        let ops: [NamedOp; 14] = [
             ("read/write", create_read_write_append_truncate_ops),
             ("chmod/chown/utimens", chmod_chown_utimens_ops),
             ("symlink/mknod", symlink_readlink_and_special_files_ops),
@@ -1390,6 +1390,7 @@ fn core_operations_under_other_settings() {
             ),
             ("unlinked", open_unlinked_ops),
             ("mmap", shared_mmap_ops),
+            ("programs", ordinary_programs_ops),
         ];
         for (name, op) in ops {
             // KNOWN DIFFERENCE (passthrough): with direct I/O (--cache never|metadata) and
@@ -1518,6 +1519,10 @@ fn ordinary_programs_see_the_same_tree() {
     let Some(fx) = fixture(&["--xattr"]) else {
         return;
     };
+    ordinary_programs_ops(&fx);
+}
+
+fn ordinary_programs_ops(fx: &Fixture) {
     let script = r#"
 set -e
 mkdir -p a/b/c
@@ -1538,7 +1543,7 @@ find . -path ./t.tar -prune -o -printf '%y %m %n %p %l\n' | LC_ALL=C sort
 find . -type f -name '*' ! -name t.tar -exec sha256sum {} + | LC_ALL=C sort
 wc -c < t.tar
 "#;
-    same(&fx, "a shell script of ordinary programs", |d| {
+    same(fx, "a shell script of ordinary programs", |d| {
         let out = Command::new("sh")
             .arg("-c")
             .arg(script)
