@@ -345,3 +345,15 @@ fn every_virtiofsd_option_is_known() {
         "virtiofsd options we do not know: {missing:?}"
     );
 }
+
+#[test]
+fn fuse_mountpoint_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = format!("--shared-dir={}", dir.path().display());
+    let missing = format!("--fuse-mountpoint={}", dir.path().join("missing").display());
+    let l = one_line_error(&run(&[&shared, &missing]), 1);
+    assert!(l.contains("missing"), "{l}");
+    let here = format!("--fuse-mountpoint={}", dir.path().display());
+    let l = one_line_error(&run(&[&shared, &here, "--sandbox=chroot"]), 2);
+    assert!(l.contains("--sandbox none"), "{l}");
+}
