@@ -633,6 +633,19 @@ mod tests {
     }
 
     #[test]
+    fn map_rules_round_trip() {
+        let m = IdMap::from_specs(["map:0:100000:65536", "map:70000:5:10"], ["map:1:2:3"]).unwrap();
+        for id in [0, 1, 999, 65535, 70000, 70009] {
+            let h = m.guest_to_host_uid(id).unwrap();
+            assert_eq!(m.host_to_guest_uid(h), id);
+        }
+        for id in [1, 2, 3] {
+            let h = m.guest_to_host_gid(id).unwrap();
+            assert_eq!(m.host_to_guest_gid(h), id);
+        }
+    }
+
+    #[test]
     fn overlaps_rejected() {
         let mut t = IdTable::default();
         t.add_spec("forbid-guest:0:1000").unwrap();

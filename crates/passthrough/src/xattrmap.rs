@@ -464,6 +464,38 @@ mod tests {
     }
 
     #[test]
+    fn map_round_trips() {
+        // Whatever the guest may set, it reads back under the same name, and the host never
+        // shows it a name it could not have set.
+        let names = [
+            "user.a",
+            "trusted.overlay.opaque",
+            "security.selinux",
+            "security.capability",
+            "system.posix_acl_access",
+            "user.virtiofs.user.a",
+            "user.virtiofs.",
+            "x",
+        ];
+        for spec in [
+            ":map::user.virtiofs.:",
+            ":map:trusted.:user.virtiofs.:",
+            ":map:security.:user.virtiofs.:",
+            ":prefix:all::user.virtiofs.::bad:all:::",
+        ] {
+            let m = parse(spec).unwrap();
+            for n in names {
+                if let Ok(host) = g2h(&m, n) {
+                    assert_eq!(h2g(&m, &host).as_deref(), Some(n), "{spec}: {n} -> {host}");
+                }
+                if let Some(guest) = h2g(&m, n) {
+                    assert!(g2h(&m, &guest).is_ok(), "{spec}: host {n} shown as {guest}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn empty_host_name_is_hidden() {
         // Found by the xattrmap_parse fuzz target: `ok` passed an empty name through.
         let m = parse(":ok:all:::").unwrap();
