@@ -26,11 +26,20 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 
 env_file=
+repo=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
     e2e_env=*) env_file=${arg#e2e_env=} ;;
+    e2e_repo=*) repo=${arg#e2e_repo=} ;;
     esac
 done
+# The checkout may live under a directory the tmpfs mounts above just covered (a CI clone in
+# /tmp, say): put it back at the same path from its own read-only 9p export.
+if [ -n "$repo" ]; then
+    mkdir -p "$repo" 2>/dev/null
+    mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 e2erepo "$repo" ||
+        die "cannot mount the checkout at $repo"
+fi
 [ -f "$env_file" ] || die "no env file ($env_file)"
 # shellcheck source=/dev/null
 . "$env_file"

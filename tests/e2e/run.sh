@@ -158,10 +158,11 @@ EOF
         "${accel[@]}" -smp 2 -m 1G \
         -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \
         -kernel "$kernel" -initrd "$initrd" \
-        -append "console=ttyS0 panic=-1 e2e_runner=$here/guest-run.sh e2e_env=$env" \
+        -append "console=ttyS0 panic=-1 e2e_runner=$here/guest-run.sh e2e_env=$env e2e_repo=$repo" \
         -chardev socket,id=vfs,path="$sock" \
         -device vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag=myfs,num-request-queues="$queues" \
         -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+        -virtfs local,path="$repo",mount_tag=e2erepo,security_model=none,readonly=on,multidevs=remap \
         -virtfs local,path="$run_dir",mount_tag=e2erun,security_model=none,multidevs=remap \
         -virtfs local,path="$share",mount_tag=hostshare,security_model=none,multidevs=remap \
         </dev/null >"$run_dir/qemu$id.console" 2>&1 &
