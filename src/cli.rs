@@ -5,6 +5,10 @@
 //! a warning for every option that is accepted but has no effect here. Options we cannot honour
 //! safely are refused with a one-line [`CliError`]. Nothing is silently ignored.
 
+// clap help texts use virtiofsd's "[default]" and "[deprecated]" markers, which rustdoc would
+// read as links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::fmt;
 use std::path::PathBuf;
 
@@ -240,7 +244,8 @@ pub struct Args {
     /// Map GIDs, :namespace_gid:host_gid:count: (applied as a translation).
     #[arg(long)]
     pub gid_map: Vec<String>,
-    /// Translate UIDs between guest and host, '<type>:<source base>:<target base>:<count>'.
+    /// Translate UIDs between guest and host, TYPE:SOURCE_BASE:TARGET_BASE:COUNT (TYPE: guest,
+    /// host, map, squash-guest, squash-host, forbid-guest).
     #[arg(long)]
     pub translate_uid: Vec<String>,
     /// Translate GIDs between guest and host (see --translate-uid).
