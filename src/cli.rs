@@ -191,10 +191,10 @@ pub struct Args {
     /// Caching policy (never, metadata, auto, always).
     #[arg(long, value_enum, default_value = "auto")]
     pub cache: CachePolicy,
-    /// With --cache never|metadata: allow shared mmap of files.
+    /// With --cache never|metadata: allow shared mmap of files [not supported: no effect].
     #[arg(long)]
     pub allow_mmap: bool,
-    /// Disable READDIRPLUS.
+    /// Disable READDIRPLUS [not supported: no effect].
     #[arg(long)]
     pub no_readdirplus: bool,
     /// Enable the guest's writeback cache.
@@ -251,7 +251,7 @@ pub struct Args {
     /// Translate GIDs between guest and host (see --translate-uid).
     #[arg(long)]
     pub translate_gid: Vec<String>,
-    /// Keep O_NOATIME from the guest instead of dropping it.
+    /// Keep O_NOATIME from the guest instead of dropping it [no effect here].
     #[arg(long)]
     pub preserve_noatime: bool,
     /// Migration representation (find-paths, file-handles); migration is not supported.
