@@ -191,10 +191,10 @@ pub struct Args {
     /// Caching policy (never, metadata, auto, always).
     #[arg(long, value_enum, default_value = "auto")]
     pub cache: CachePolicy,
-    /// With --cache never|metadata: allow shared mmap of files [not supported: no effect].
+    /// With --cache never|metadata: allow shared mmap of files.
     #[arg(long)]
     pub allow_mmap: bool,
-    /// Disable READDIRPLUS [not supported: no effect].
+    /// Disable READDIRPLUS.
     #[arg(long)]
     pub no_readdirplus: bool,
     /// Enable the guest's writeback cache.
@@ -686,15 +686,8 @@ impl Config {
                     .into(),
             );
         }
-        if args.allow_mmap {
-            warnings.push(
-                "--allow-mmap is not supported: with --cache never|metadata shared mmap of \
-                 files stays refused"
-                    .into(),
-            );
-        }
-        if !readdirplus {
-            warnings.push("--no-readdirplus is not supported: READDIRPLUS stays enabled".into());
+        if args.allow_mmap && !matches!(cache, CachePolicy::Never | CachePolicy::Metadata) {
+            warnings.push("--allow-mmap has an effect only with --cache never|metadata".into());
         }
         if args.preserve_noatime {
             warnings.push("--preserve-noatime has no effect here".into());
@@ -985,7 +978,8 @@ mod tests {
             "posix_lock,norace,no_readdirplus",
         ])
         .unwrap();
-        assert_eq!(c.warnings.len(), 6, "{:?}", c.warnings);
+        // migration, --allow-mmap without never|metadata, --preserve-noatime, posix_lock, norace
+        assert_eq!(c.warnings.len(), 5, "{:?}", c.warnings);
         assert!(!c.readdirplus);
     }
 

@@ -318,6 +318,8 @@ pub fn passthrough_config(
     };
     c.writeback = config.writeback;
     c.allow_direct_io = config.allow_direct_io;
+    c.readdirplus = config.readdirplus;
+    c.allow_mmap = config.allow_mmap;
     c.xattr = config.xattr;
     c.readonly = config.readonly;
     c.posix_acl = config.posix_acl != cli::Tristate::Never;

@@ -1370,6 +1370,14 @@ fn core_operations_under_other_settings() {
         &["--inode-file-handles=prefer", "--xattr"][..],
         &["--killpriv-v2", "--xattr", "--posix-acl"][..],
         &["--cache=never", "--killpriv-v2", "--xattr"][..],
+        &[
+            "--cache=never",
+            "--allow-mmap",
+            "--no-readdirplus",
+            "--killpriv-v2",
+            "--xattr",
+        ][..],
+        &["--cache=auto", "--no-readdirplus", "--xattr"][..],
     ] {
         eprintln!("settings: {args:?}");
         let Some(fx) = fixture(args) else { return };
@@ -1404,8 +1412,8 @@ fn core_operations_under_other_settings() {
                 continue;
             }
             // Direct I/O files cannot be mapped shared (ENODEV) unless DIRECT_IO_ALLOW_MMAP
-            // is negotiated (virtiofsd's --allow-mmap, which we do not support): by design.
-            if name == "mmap" && direct_io {
+            // is negotiated (--allow-mmap): by design.
+            if name == "mmap" && direct_io && !args.contains(&"--allow-mmap") {
                 continue;
             }
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&fx)));
