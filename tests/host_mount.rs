@@ -1401,16 +1401,7 @@ fn core_operations_under_other_settings() {
             ("programs", ordinary_programs_ops),
         ];
         for (name, op) in ops {
-            // KNOWN DIFFERENCE (passthrough): with direct I/O (--cache never|metadata) and
-            // without --killpriv-v2, a WRITE flagged FUSE_WRITE_KILL_SUIDGID by the kernel
-            // leaves S_ISUID/S_ISGID set (the daemon clears them only when KILLPRIV_V2 was
-            // negotiated), while a local write by a non-owner clears them. virtiofsd behaves
-            // the same way. Skipped here; reported.
             let direct_io = args.contains(&"--cache=never") || args.contains(&"--cache=metadata");
-            if name == "access/suid" && direct_io && !args.contains(&"--killpriv-v2") {
-                eprintln!("skipping {name} with {args:?}: known difference");
-                continue;
-            }
             // Direct I/O files cannot be mapped shared (ENODEV) unless DIRECT_IO_ALLOW_MMAP
             // is negotiated (--allow-mmap): by design.
             if name == "mmap" && direct_io && !args.contains(&"--allow-mmap") {

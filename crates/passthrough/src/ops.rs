@@ -738,7 +738,10 @@ impl FileSystem for PassthroughFs {
     ) -> io::Result<usize> {
         self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
-        if flags.kill_suidgid && self.killpriv_v2.load(Ordering::Relaxed) {
+        // The guest kernel sets this flag for writers without CAP_FSETID also when killpriv v2
+        // was not negotiated (direct I/O writes skip its own file_remove_privs), so honour
+        // it always: a local write by a non-owner clears setuid/setgid.
+        if flags.kill_suidgid {
             let data = self.inode(inode)?;
             self.kill_suidgid(&data, Some(h.file.as_fd()))?;
         }
