@@ -22,8 +22,9 @@
 //! fails after producing some data, the data is sent as a short success, like `read(2)`.
 //!
 //! # INIT
-//! Every request before INIT gets `EIO` (a second INIT too, until DESTROY or
-//! [`Server::reset`]). The minor version is `min(ours, theirs)`; clients older than 7.27
+//! Every request before INIT gets `EIO`. An INIT on a live session (a guest that rebooted
+//! while the device stayed connected) ends that session as [`Server::reset`] does and starts a
+//! new one; an INIT racing another one in progress gets `EIO`. The minor version is `min(ours, theirs)`; clients older than 7.27
 //! get `EPROTO`; a client with a newer major gets a reply carrying only our major and minor,
 //! as the protocol asks. See [`SERVER_INIT_FLAGS`] and [`UNSUPPORTED_INIT_FLAGS`] for which
 //! capability bits come from where.
@@ -675,8 +676,13 @@ impl<F: FileSystem> Server<F> {
                 Err(e) => return write_error(w, u, errno_of(&e)),
             }
         };
-        if self.state.load(Ordering::Acquire) != STATE_UNINIT {
-            return write_error(w, u, libc::EIO);
+        if self.state.load(Ordering::Acquire) == STATE_READY {
+            // The guest's FUSE client started over (a guest reboot or driver reload while the
+            // device stayed connected; QEMU does not tell the backend). Linux never sends INIT
+            // twice in one session, so drop the old session's inodes and handles and negotiate
+            // afresh: a guest can only hurt its own session this way.
+            tracing::info!("INIT on a live session: the guest restarted its FUSE client");
+            self.reset();
         }
         if init.major > abi::KERNEL_VERSION {
             // Tell the client which major we speak; it may retry with that.

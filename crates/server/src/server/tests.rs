@@ -135,8 +135,12 @@ fn init_negotiates() {
     // Not asked for by the fs.
     assert_eq!(flags & initf::EXPORT_SUPPORT, 0);
     assert_eq!(s.negotiated_flags(), Some(flags));
-    // A second INIT is refused.
-    assert_eq!(errno(&s, &init_request(2, ALL_CLIENT_FLAGS)), libc::EIO);
+    // A second INIT (a rebooted guest) starts a new session with a fresh negotiation.
+    let offered = initf::ASYNC_READ;
+    let body = ok_body(&s, &init_request(2, offered));
+    let out = abi::InitOut::read_from_bytes(&body).unwrap();
+    assert_eq!(u64::from(out.flags), offered | initf::INIT_EXT);
+    assert_eq!(s.negotiated_flags(), Some(offered | initf::INIT_EXT));
 }
 
 #[test]
