@@ -706,24 +706,9 @@ impl FileSystem for PassthroughFs {
         _flags: IoFlags,
     ) -> io::Result<usize> {
         let h = self.handles.get(handle, inode)?;
-        let size = size as usize;
-        let mut done = 0usize;
-        while done < size {
-            let off = offset
-                .checked_add(done as u64)
-                .ok_or_else(|| errno(libc::EINVAL))?;
-            match w.write_from_file(h.file.as_fd(), off, size - done) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if done > 0 => {
-                    tracing::debug!("short read after {done} bytes: {e}");
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        transfer_all(size as usize, offset, "read", |off, len| {
+            w.write_from_file(h.file.as_fd(), off, len)
+        })
     }
 
     fn write(
@@ -745,24 +730,9 @@ impl FileSystem for PassthroughFs {
             let data = self.inode(inode)?;
             self.kill_suidgid(&data, Some(h.file.as_fd()))?;
         }
-        let size = size as usize;
-        let mut done = 0usize;
-        while done < size {
-            let off = offset
-                .checked_add(done as u64)
-                .ok_or_else(|| errno(libc::EINVAL))?;
-            match r.read_to_file(h.file.as_fd(), off, size - done) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if done > 0 => {
-                    tracing::debug!("short write after {done} bytes: {e}");
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        transfer_all(size as usize, offset, "write", |off, len| {
+            r.read_to_file(h.file.as_fd(), off, len)
+        })
     }
 
     fn statfs(&self, _ctx: &Context, inode: Inode) -> io::Result<libc::statvfs64> {
@@ -1242,6 +1212,34 @@ impl FileSystem for PassthroughFs {
         rustix::fs::syncfs(&fd)?;
         Ok(())
     }
+}
+
+/// Repeats `step(offset, len)` (a `preadv`/`pwritev`-like partial transfer) until `size` bytes
+/// moved or it returns 0 (end of file). An error after some progress ends the loop with the
+/// short count, as `read(2)`/`write(2)` report it; `EINTR` is retried.
+fn transfer_all(
+    size: usize,
+    offset: u64,
+    what: &str,
+    mut step: impl FnMut(u64, usize) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut done = 0usize;
+    while done < size {
+        let off = offset
+            .checked_add(done as u64)
+            .ok_or_else(|| errno(libc::EINVAL))?;
+        match step(off, size - done) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if done > 0 => {
+                tracing::debug!("short {what} after {done} bytes: {e}");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// A host uid for `chown`. `u32::MAX` is chown's "leave unchanged" and no id a guest may set
