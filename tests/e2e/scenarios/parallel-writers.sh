@@ -5,6 +5,12 @@
 d=$MNT/parallel-$GUEST_ID
 mkdir -p "$d"
 echo "request queues: $QUEUES; guest CPUs: $(nproc)"
+# Interrupts per request queue (one MSI-X vector each), to see the work spread over queues.
+queue_irqs() {
+    awk '/requests\.[0-9]+/ { n = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i; print $NF, n }' \
+        /proc/interrupts | sort
+}
+queue_irqs >"$SCRATCH/irqs-before"
 python3 - "$d" "$HOSTSIDE/parallel-$GUEST_ID" <<'PY'
 import hashlib, os, sys
 from concurrent.futures import ProcessPoolExecutor
@@ -48,6 +54,13 @@ if command -v fio >/dev/null; then
     fio --name=direct --directory="$d" --numjobs=2 --size=4M --bs=256k --rw=write \
         --direct=1 --ioengine=psync --verify=md5 --do_verify=1 --minimal >/dev/null ||
         fail "fio direct"
+fi
+queue_irqs >"$SCRATCH/irqs-after"
+echo "interrupts per request queue during the run:"
+used=$(join "$SCRATCH/irqs-before" "$SCRATCH/irqs-after" | awk '{ print "  " $1, $3 - $2 > "/dev/stderr"; if ($3 > $2) n++ } END { print n + 0 }')
+echo "request queues used: $used"
+if [ "${QUEUES:-1}" -gt 1 ] && [ "$(nproc)" -gt 1 ] && [ -s "$SCRATCH/irqs-before" ]; then
+    check "work spread over several request queues" test "$used" -ge 2
 fi
 rm -rf "$d"
 echo ok
