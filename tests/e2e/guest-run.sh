@@ -64,7 +64,7 @@ if ! mount -t virtiofs "$TAG" "$MNT"; then
 fi
 echo "uptime at mount: $(cut -d' ' -f1 /proc/uptime)" >"$out/boot"
 
-export GUEST_ID RUN_DIR E2E_DIR REPO_DIR TAG QUEUES DAEMON_KIND SCRATCH=/tmp/scratch
+export GUEST_ID RUN_DIR E2E_DIR REPO_DIR TAG QUEUES DAEMON_KIND CACHE SCRATCH=/tmp/scratch
 status=0
 for name in $SCENARIOS; do
     script=$E2E_DIR/scenarios/$name.sh

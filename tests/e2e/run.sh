@@ -138,10 +138,10 @@ start_daemon() {
     return 1
 }
 
-# boot_guest ID SOCK SCENARIOS...: boots a guest in the background; sets qemu_pid.
+# boot_guest ID SOCK CACHE SCENARIOS...: boots a guest in the background; sets qemu_pid.
 boot_guest() {
-    local id=$1 sock=$2
-    shift 2
+    local id=$1 sock=$2 guest_cache=$3
+    shift 3
     local env=$run_dir/guest$id.env
     cat >"$env" <<EOF
 RUN_DIR=$run_dir
@@ -151,6 +151,7 @@ REPO_DIR=$repo
 TAG=myfs
 QUEUES=$queues
 DAEMON_KIND=$kind
+CACHE=$guest_cache
 SCENARIOS="$*"
 EOF
     timeout -k 10 "$vm_timeout" qemu-system-x86_64 \
@@ -285,7 +286,7 @@ if [ ${#single[@]} -gt 0 ]; then
         d1=$daemon_pid
         start_host_parts 1 "${single[@]}"
         t0=$(date +%s.%N)
-        boot_guest 1 "$sock" "${single[@]}"
+        boot_guest 1 "$sock" "$cache" "${single[@]}"
         wait_boots "1 $qemu_pid $d1"
         boot_report 1 "$t0"
         stop_host_parts
@@ -299,9 +300,9 @@ if [ ${#double[@]} -gt 0 ]; then
         start_daemon 3 never && s3=$sock && d3=$daemon_pid; then
         start_host_parts 2 "${double[@]}"
         t0=$(date +%s.%N)
-        boot_guest 2 "$s2" "${double[@]}"
+        boot_guest 2 "$s2" "$cache" "${double[@]}"
         q2=$qemu_pid
-        boot_guest 3 "$s3" "${double[@]}"
+        boot_guest 3 "$s3" never "${double[@]}"
         q3=$qemu_pid
         wait_boots "2 $q2 $d2" "3 $q3 $d3"
         boot_report 2 "$t0"

@@ -5,6 +5,7 @@
 #   SCRATCH   an empty guest-local directory (tmpfs), also the working directory
 #   GUEST_ID  1 in the single-guest boot; 2 or 3 in the two-guest boot
 #   SCENARIO  this scenario's name
+#   CACHE     the cache mode of this guest's daemon (auto, never, ...)
 #   RUN_DIR, E2E_DIR, REPO_DIR (this repository, read-only through 9p), QUEUES, DAEMON_KIND
 
 fail() {
