@@ -56,7 +56,10 @@ if [ -z "$daemon" ]; then
         [ -x "$d" ] && { daemon=$d; break; }
     done
 fi
-[ -n "$daemon" ] && [ -x "$daemon" ] || { echo "run.sh: no daemon (build vhostfs or pass --daemon)" >&2; exit 2; }
+if [ -z "$daemon" ] || [ ! -x "$daemon" ]; then
+    echo "run.sh: no daemon (build vhostfs or pass --daemon)" >&2
+    exit 2
+fi
 daemon=$(cd "$(dirname "$daemon")" && pwd)/$(basename "$daemon")
 kind=vhostfs
 case "$(basename "$daemon")" in virtiofsd*) kind=virtiofsd ;; esac
@@ -84,7 +87,7 @@ for f in "$here"/scenarios/*.sh; do
         for w in "${want[@]}"; do [ "$w" = "$name" ] && match=1; done
         [ $match = 1 ] || continue
     fi
-    if [ $list = single ]; then single+=("$name"); else double+=("$name"); fi
+    if [ "$list" = single ]; then single+=("$name"); else double+=("$name"); fi
 done
 for w in "${want[@]}"; do
     if [ ! -f "$here/scenarios/$w.sh" ] && [ ! -f "$here/scenarios/$w.2g.sh" ]; then
@@ -99,6 +102,7 @@ share=$run_dir/share
 mkdir -p "$share"
 echo "e2e: daemon $daemon ($kind), queues $queues, run dir $run_dir"
 
+# shellcheck disable=SC2054 # QEMU option values, not array elements
 if [ "${VHOSTFS_E2E_KVM:-0}" = 1 ]; then
     accel=(-enable-kvm -cpu host,-arch-capabilities)
 else
@@ -254,8 +258,8 @@ stop_host_parts() {
 
 # wait_daemon ID PID: waits (up to 20 s) for a daemon to exit after its guest went away.
 wait_daemon() {
-    local id=$1 pid=$2 i
-    for i in $(seq 200); do
+    local id=$1 pid=$2 _
+    for _ in $(seq 200); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done

@@ -61,8 +61,8 @@ ver=$(cat "$kdir/version")
 # insmod) and /init itself. /init mounts the host's / read-only over 9p and switch_roots into
 # it, so every host tool runs in the guest; see guest-init.sh.
 initrd=$work/initramfs.cpio
-stamp_src="$here/guest-init.sh $here/setup.sh"
-if [ ! -f "$initrd" ] || [ -n "$(find $stamp_src -newer "$initrd" 2>/dev/null)" ]; then
+stamp_src=("$here/guest-init.sh" "$here/setup.sh")
+if [ ! -f "$initrd" ] || [ -n "$(find "${stamp_src[@]}" -newer "$initrd" 2>/dev/null)" ]; then
     log "building the initramfs"
     root=$work/initramfs
     rm -rf "$root"
