@@ -2,10 +2,10 @@
 //! request server, and put the replies on the used ring.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -49,6 +49,11 @@ pub(crate) struct FsBackend<F: FileSystem> {
     config: DeviceConfig,
     mem: AtomicMem,
     event_idx: AtomicBool,
+    /// Per queue: bumped whenever the frontend stops the queue (GET_VRING_BASE, e.g. on a
+    /// guest reboot). A request completes only on the same generation of its queue as it was
+    /// popped from: a late reply must never land on a stopped ring or on the ring of the
+    /// next guest.
+    generations: Arc<Vec<AtomicU64>>,
     pool: Option<ThreadPool>,
     blocking: BlockingRunner,
 }
@@ -65,11 +70,15 @@ impl<F: FileSystem + 'static> FsBackend<F> {
         } else {
             None
         };
+        let generations = (0..=config.max_request_queues)
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Ok(Self {
             server,
             config,
             mem,
             event_idx: AtomicBool::new(false),
+            generations: Arc::new(generations),
             pool,
             blocking: BlockingRunner::new(MAX_BLOCKING_THREADS),
         })
@@ -94,7 +103,11 @@ impl<F: FileSystem + 'static> FsBackend<F> {
         let event_idx = self.event_idx.load(Ordering::Acquire);
         loop {
             if event_idx {
-                if let Err(e) = vring.disable_notification() {
+                let mut state = vring.get_mut();
+                if !state.get_queue().ready() {
+                    return;
+                }
+                if let Err(e) = state.disable_notification() {
                     warn!(queue, "cannot disable notifications: {e}");
                 }
             }
@@ -102,7 +115,14 @@ impl<F: FileSystem + 'static> FsBackend<F> {
             if !event_idx {
                 break;
             }
-            match vring.enable_notification() {
+            let enabled = {
+                let mut state = vring.get_mut();
+                if !state.get_queue().ready() {
+                    return;
+                }
+                state.enable_notification()
+            };
+            match enabled {
                 // More chains arrived while notifications were off: go round again.
                 Ok(true) => continue,
                 Ok(false) => break,
@@ -118,15 +138,30 @@ impl<F: FileSystem + 'static> FsBackend<F> {
         // A snapshot of the memory map: it stays mapped as long as this Arc (and the chains
         // and jobs holding clones of it) live, even if the frontend replaces the map.
         let mem: Arc<Mem> = self.mem.memory().into_inner();
+        let Some(generation) = self.generations.get(queue) else {
+            return;
+        };
         loop {
-            let chain = vring
-                .get_mut()
-                .get_queue_mut()
-                .pop_descriptor_chain(Arc::clone(&mem));
+            // Pop and read the generation under the same lock: a chain belongs to the ring
+            // generation it was popped from.
+            let (chain, gen) = {
+                let mut state = vring.get_mut();
+                let gen = generation.load(Ordering::Acquire);
+                (
+                    state.get_queue_mut().pop_descriptor_chain(Arc::clone(&mem)),
+                    gen,
+                )
+            };
             let Some(chain) = chain else {
                 break;
             };
-            self.dispatch(queue, vring, &mem, chain);
+            let done = Completion {
+                vring: vring.clone(),
+                generations: Arc::clone(&self.generations),
+                queue,
+                gen,
+            };
+            self.dispatch(queue, done, &mem, chain);
         }
     }
 
@@ -135,16 +170,17 @@ impl<F: FileSystem + 'static> FsBackend<F> {
     fn dispatch(
         &self,
         queue: usize,
-        vring: &Vring,
+        done: Completion,
         mem: &Arc<Mem>,
         chain: DescriptorChain<Arc<Mem>>,
     ) {
         let head = chain.head_index();
+        trace!(queue, head, "request popped");
         let bufs = match ChainBuffers::new(chain) {
             Ok(bufs) => bufs,
             Err(e) => {
                 warn!(queue, head, "dropping request: {e}");
-                complete(vring, head, 0);
+                done.complete(head, 0);
                 return;
             }
         };
@@ -153,16 +189,15 @@ impl<F: FileSystem + 'static> FsBackend<F> {
         let blocking = queue != HIPRIO_QUEUE && may_block(mem, &bufs);
         if queue == HIPRIO_QUEUE || (!blocking && self.pool.is_none()) {
             let len = run_request(&self.server, mem, &bufs);
-            complete(vring, head, len);
+            done.complete(head, len);
             return;
         }
 
         let server = Arc::clone(&self.server);
-        let job_vring = vring.clone();
         let job_mem = Arc::clone(mem);
         let job: Job = Box::new(move || {
             let len = run_request(&server, &job_mem, &bufs);
-            complete(&job_vring, head, len);
+            done.complete(head, len);
         });
         let handed_over = if blocking {
             debug!(queue, head, "running a blocking request on its own thread");
@@ -216,20 +251,44 @@ fn run_request<F: FileSystem>(server: &Server<F>, mem: &Mem, bufs: &ChainBuffers
     }
 }
 
-/// Puts `head` on the used ring with `len` reply bytes and signals the guest if it wants
-/// to be told (EVENT_IDX).
-fn complete(vring: &Vring, head: u16, len: u32) {
-    let notify = {
-        let mut state = vring.get_mut();
-        if let Err(e) = state.add_used(head, len) {
-            warn!(head, "cannot add to the used ring: {e}");
-            return;
-        }
-        state.needs_notification().unwrap_or(true)
-    };
-    if notify {
-        if let Err(e) = vring.signal_used_queue() {
-            warn!("cannot signal the guest: {e}");
+/// Where and when a popped chain may be completed: its queue, and the queue's generation at
+/// pop time.
+struct Completion {
+    vring: Vring,
+    generations: Arc<Vec<AtomicU64>>,
+    queue: usize,
+    gen: u64,
+}
+
+impl Completion {
+    /// Puts `head` on the used ring with `len` reply bytes and signals the guest if it wants
+    /// to be told (EVENT_IDX). Does nothing if the queue was stopped since the chain was
+    /// popped (the guest that sent it is gone).
+    fn complete(&self, head: u16, len: u32) {
+        trace!(queue = self.queue, head, len, "request completed");
+        let notify = {
+            let mut state = self.vring.get_mut();
+            let current = self
+                .generations
+                .get(self.queue)
+                .map(|g| g.load(Ordering::Acquire));
+            if !state.get_queue().ready() || current != Some(self.gen) {
+                debug!(
+                    queue = self.queue,
+                    head, "queue stopped since the request arrived; reply dropped"
+                );
+                return;
+            }
+            if let Err(e) = state.add_used(head, len) {
+                warn!(head, "cannot add to the used ring: {e}");
+                return;
+            }
+            state.needs_notification().unwrap_or(true)
+        };
+        if notify {
+            if let Err(e) = self.vring.signal_used_queue() {
+                warn!("cannot signal the guest: {e}");
+            }
         }
     }
 }
@@ -274,6 +333,24 @@ impl<F: FileSystem + 'static> VhostUserBackend for FsBackend<F> {
         match start.checked_add(size).and_then(|end| cfg.get(start..end)) {
             Some(bytes) => bytes.to_vec(),
             None => Vec::new(),
+        }
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // Called after the library marked the queue not ready: requests still running will
+        // see the new generation and drop their replies.
+        if let Some(g) = usize::try_from(queue_index)
+            .ok()
+            .and_then(|i| self.generations.get(i))
+        {
+            g.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    fn reset_device(&self) {
+        for g in self.generations.iter() {
+            g.fetch_add(1, Ordering::AcqRel);
         }
     }
 

@@ -101,9 +101,9 @@ pub enum Error {
 /// Accepts one frontend on `listener` and serves it until it disconnects.
 ///
 /// Returns `Ok(())` when the frontend goes away (the VM shut down or the VMM closed the
-/// socket), like virtiofsd, which then exits with status 0. The file system's
-/// [`destroy`](FileSystem::destroy) is called before returning, since the guest's inodes and
-/// handles are gone with the connection.
+/// socket), like virtiofsd, which then exits with status 0. The server's session is reset
+/// ([`Server::reset`], which calls [`FileSystem::destroy`]) before returning, since the
+/// guest's inodes and handles are gone with the connection.
 pub fn serve<F: FileSystem + 'static>(
     server: Arc<Server<F>>,
     listener: UnixListener,
@@ -136,7 +136,7 @@ pub fn serve<F: FileSystem + 'static>(
     };
     // Stops and joins the queue worker threads.
     drop(daemon);
-    server.fs().destroy();
+    server.reset();
     result
 }
 

@@ -440,3 +440,69 @@ fn oversized_queue_count_is_lowered() {
     drop(frontend);
     daemon.join().unwrap().unwrap();
 }
+
+#[test]
+fn replies_after_the_queue_stopped_are_dropped() {
+    let mem = memory();
+    let atomic = GuestMemoryAtomic::new(mem.clone());
+    let (release, rx) = std::sync::mpsc::channel();
+    let fs = BlockingLockFs {
+        release: std::sync::Mutex::new(rx),
+    };
+    let server = Arc::new(Server::new(fs, ServerOptions::default()));
+    let backend = FsBackend::new(server, DeviceConfig::default(), atomic.clone()).unwrap();
+    let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    let vring = vring_for(&atomic, &queue);
+    let init = init_request(1);
+    let mut setlkw = header(88, 33, 2, 1);
+    setlkw.extend_from_slice(&[0u8; 16]); // fh, owner
+    setlkw.extend_from_slice(&0u64.to_le_bytes());
+    setlkw.extend_from_slice(&u64::MAX.to_le_bytes());
+    setlkw.extend_from_slice(&(libc::F_WRLCK as u32).to_le_bytes());
+    setlkw.extend_from_slice(&[0u8; 12]);
+    let next = VRING_DESC_F_NEXT as u16;
+    let write = VRING_DESC_F_WRITE as u16;
+    let mut descs = Vec::new();
+    for (i, req) in [init, setlkw].iter().enumerate() {
+        let base = 0x10_0000 + 0x1_0000 * i as u64;
+        mem.write_slice(req, GuestAddress(base)).unwrap();
+        let idx = 2 * i as u16;
+        descs.push(RawDescriptor::from(Descriptor::new(
+            base,
+            req.len() as u32,
+            next,
+            idx + 1,
+        )));
+        descs.push(RawDescriptor::from(Descriptor::new(
+            base + 0x8000,
+            4096,
+            write,
+            0,
+        )));
+    }
+    queue.add_desc_chains(&descs, 0).unwrap();
+    backend
+        .handle_event(
+            0,
+            vmm_sys_util::epoll::EventSet::IN,
+            std::slice::from_ref(&vring),
+            1,
+        )
+        .unwrap();
+    assert_eq!(
+        used_entries(&queue).len(),
+        1,
+        "INIT answered, SETLKW waiting"
+    );
+    // The frontend stops the queue (as GET_VRING_BASE does), then restarts it.
+    vring.set_queue_ready(false);
+    backend.stop_vring(1).unwrap();
+    vring.set_queue_ready(true);
+    release.send(()).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        used_entries(&queue).len(),
+        1,
+        "a reply from before the stop reached the ring"
+    );
+}
