@@ -159,7 +159,7 @@ CACHE=$guest_cache
 SCENARIOS="$*"
 EOF
     timeout -k 10 "$vm_timeout" qemu-system-x86_64 \
-        -name "e2e-guest$id" -nographic -no-reboot -monitor none -serial stdio -nic none \
+        -name "e2e-guest$id" -nographic -monitor none -serial stdio -nic none \
         "${accel[@]}" -smp 2 -m 1G \
         -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \
         -kernel "$kernel" -initrd "$initrd" \
