@@ -336,11 +336,14 @@ fn step(d: &mut Driver, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
             if got.is_ok() {
                 let parent = &ps[*p];
                 if let Some(Node::File(content)) = m.dir_mut(parent).get_mut(NAMES[*n]) {
-                    let end = *offset as usize + data.len();
-                    if !data.is_empty() && content.len() < end {
-                        content.resize(end, 0);
+                    // A zero-length write changes nothing, even past the end of the file.
+                    if !data.is_empty() {
+                        let end = *offset as usize + data.len();
+                        if content.len() < end {
+                            content.resize(end, 0);
+                        }
+                        content[*offset as usize..end].copy_from_slice(data);
                     }
-                    content[*offset as usize..*offset as usize + data.len()].copy_from_slice(data);
                 }
             }
         }
