@@ -28,7 +28,9 @@ if [ "${VHOSTFS_SKIP_E2E:-0}" != 1 ]; then
     step "guest end-to-end suite (QEMU + Linux 6.12 guest)"
     cargo build --quiet --bin vhostfs
     ./tests/e2e/setup.sh
-    ./tests/e2e/run.sh --daemon target/debug/vhostfs
+    # Spelled out although they are the defaults: the whole guest suite runs under the full
+    # sandbox with seccomp=kill, which proves the syscall allow-list complete.
+    ./tests/e2e/run.sh --daemon target/debug/vhostfs --daemon-args "--sandbox=namespace --seccomp=kill"
 fi
 
 fuzz_seconds=${VHOSTFS_FUZZ_SECONDS:-60}
