@@ -219,6 +219,15 @@ pub struct Args {
     /// min(1000000, /proc/sys/fs/nr_open)].
     #[arg(long)]
     pub rlimit_nofile: Option<u64>,
+    /// Most files and directories the guest may hold open at once; beyond it an open fails
+    /// with EMFILE and the host log warns [default: no limit but RLIMIT_NOFILE] (vhostfs only).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_open_files: Option<u64>,
+    /// Most inodes the guest may hold (looked up and not yet forgotten) at once; beyond it a
+    /// lookup or create fails with ENFILE and the host log warns [default: no limit but
+    /// RLIMIT_NOFILE, which also bounds inodes held as O_PATH fds] (vhostfs only).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_inodes: Option<u64>,
     /// Options in the legacy format, e.g. -o source=/dir,cache=auto,xattr [deprecated].
     #[arg(short = 'o', value_name = "COMPAT_OPTIONS")]
     pub compat_options: Vec<String>,
@@ -522,6 +531,10 @@ pub struct Config {
     pub gid_map: Vec<String>,
     /// RLIMIT_NOFILE to set; `None` for the default, `Some(0)` to leave it alone.
     pub rlimit_nofile: Option<u64>,
+    /// Cap on open guest handles (`--max-open-files`).
+    pub max_open_files: Option<u64>,
+    /// Cap on inodes held for the guest (`--max-inodes`).
+    pub max_inodes: Option<u64>,
     /// `--modcaps` edit of the capabilities the daemon keeps.
     pub modcaps: Option<String>,
     /// Log level.
@@ -758,6 +771,8 @@ impl Config {
             uid_map: args.uid_map.clone(),
             gid_map: args.gid_map.clone(),
             rlimit_nofile: args.rlimit_nofile,
+            max_open_files: args.max_open_files,
+            max_inodes: args.max_inodes,
             modcaps,
             log_level: log_level.unwrap_or(LogLevel::Info),
             syslog: args.syslog,
