@@ -25,8 +25,11 @@ fn vhostfs_spec() -> DaemonSpec {
     DaemonSpec::vhostfs(env!("CARGO_BIN_EXE_vhostfs"))
 }
 
-/// Spawns vhostfs, or explains why the test cannot run (stub binary) and returns None.
-fn spawn_vhostfs(cfg: DriverConfig) -> Option<SpawnedTarget> {
+/// Spawns vhostfs with the default driver configuration as changed by `tweak`, or explains
+/// why the test cannot run (stub binary) and returns None.
+fn spawn_vhostfs(tweak: impl FnOnce(&mut DriverConfig)) -> Option<SpawnedTarget> {
+    let mut cfg = DriverConfig::default();
+    tweak(&mut cfg);
     match SpawnedTarget::new(vhostfs_spec(), cfg) {
         Ok(t) => Some(t),
         Err(e) if e.is_not_implemented() => {
@@ -47,10 +50,24 @@ fn virtiofsd_present() -> Option<PathBuf> {
     }
 }
 
+/// Panics, listing them, if any of `recs` did not pass; `who` names the backend.
+fn assert_all_passed(who: &str, recs: &[hostile::Record]) {
+    let failed: Vec<String> = recs
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| format!("{}: {}", r.name, r.summary()))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{who} failed hostile scenarios:\n{}",
+        failed.join("\n")
+    );
+}
+
 /// Every scenario of the catalogue against vhostfs (asserted) and virtiofsd (recorded).
 #[test]
 fn hostile_catalogue() {
-    let Some(mut t) = spawn_vhostfs(DriverConfig::default()) else {
+    let Some(mut t) = spawn_vhostfs(|_| {}) else {
         return;
     };
     let scenarios = hostile::catalogue();
@@ -66,16 +83,7 @@ fn hostile_catalogue() {
         Ok(mut ns) => {
             let recs = hostile::run(&mut ns, &scenarios, WAIT);
             labels.push(format!("vhostfs-ns ({} spawns)", ns.spawns()));
-            let failed: Vec<String> = recs
-                .iter()
-                .filter(|r| !r.passed())
-                .map(|r| format!("{}: {}", r.name, r.summary()))
-                .collect();
-            assert!(
-                failed.is_empty(),
-                "sandboxed vhostfs failed hostile scenarios:\n{}",
-                failed.join("\n")
-            );
+            assert_all_passed("sandboxed vhostfs", &recs);
             assert!(ns.spawns() <= 1 + breakers);
             results.push(recs);
         }
@@ -97,16 +105,7 @@ fn hostile_catalogue() {
     }
     println!("{}", hostile::table(&labels, &results));
 
-    let failed: Vec<String> = ours
-        .iter()
-        .filter(|r| !r.passed())
-        .map(|r| format!("{}: {}", r.name, r.summary()))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "vhostfs failed hostile scenarios:\n{}",
-        failed.join("\n")
-    );
+    assert_all_passed("vhostfs", &ours);
     for r in &ours {
         assert!(
             !matches!(r.health, Health::Dead(_) | Health::Degraded(_)),
@@ -126,7 +125,7 @@ fn hostile_catalogue() {
 /// A queue the guest broke may stop, but the daemon must not spin on it.
 #[test]
 fn broken_queue_does_not_spin() {
-    let Some(mut t) = spawn_vhostfs(DriverConfig::default()) else {
+    let Some(mut t) = spawn_vhostfs(|_| {}) else {
         return;
     };
     let mut d = t.connect().expect("connect");
@@ -159,7 +158,7 @@ fn broken_queue_does_not_spin() {
 /// 100,000 hostile requests: no crash, no hang, fds and memory bounded.
 #[test]
 fn hostile_volume_bounded_resources() {
-    let Some(mut t) = spawn_vhostfs(DriverConfig::default()) else {
+    let Some(mut t) = spawn_vhostfs(|_| {}) else {
         return;
     };
     let mut d = t.connect().expect("connect");
@@ -216,7 +215,7 @@ fn hostile_volume_bounded_resources() {
 /// daemon's memory or fds without bound.
 #[test]
 fn lookups_without_forget_are_bounded() {
-    let Some(mut t) = spawn_vhostfs(DriverConfig::default()) else {
+    let Some(mut t) = spawn_vhostfs(|_| {}) else {
         return;
     };
     let mut d = t.connect().expect("connect");
@@ -253,7 +252,7 @@ fn lookups_without_forget_are_bounded() {
 /// Escape attempts, asserted one by one with the typed helpers.
 #[test]
 fn escape_attempts_stay_inside_the_share() {
-    let Some(mut t) = spawn_vhostfs(DriverConfig::default()) else {
+    let Some(mut t) = spawn_vhostfs(|_| {}) else {
         return;
     };
     let fx = t.fx().clone();
@@ -325,11 +324,7 @@ fn escape_attempts_stay_inside_the_share() {
 /// Fill a 1024-entry ring many times over: every request answered.
 #[test]
 fn flood_large_ring() {
-    let cfg = DriverConfig {
-        queue_size: 1024,
-        ..Default::default()
-    };
-    let Some(mut t) = spawn_vhostfs(cfg) else {
+    let Some(mut t) = spawn_vhostfs(|c| c.queue_size = 1024) else {
         return;
     };
     let mut d = t.connect().expect("connect");
@@ -364,11 +359,7 @@ fn flood_large_ring() {
 /// Every request queue is served, and a malformed chain on one does not disturb the other.
 #[test]
 fn second_request_queue_serves() {
-    let cfg = DriverConfig {
-        request_queues: 2,
-        ..Default::default()
-    };
-    let Some(mut t) = spawn_vhostfs(cfg) else {
+    let Some(mut t) = spawn_vhostfs(|c| c.request_queues = 2) else {
         return;
     };
     let mut d = t.connect().expect("vhostfs offers two request queues");
@@ -399,11 +390,7 @@ fn second_request_queue_serves() {
 /// and READ data that straddle the boundary are served intact.
 #[test]
 fn buffers_straddling_memory_regions() {
-    let cfg = DriverConfig {
-        mem_regions: 2,
-        ..Default::default()
-    };
-    let Some(mut t) = spawn_vhostfs(cfg) else {
+    let Some(mut t) = spawn_vhostfs(|c| c.mem_regions = 2) else {
         return;
     };
     let scenarios: Vec<_> = hostile::catalogue()

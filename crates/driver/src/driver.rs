@@ -236,16 +236,19 @@ impl Driver {
 
     /// Queue `q`'s state.
     pub fn queue(&self, q: usize) -> Result<&Vring> {
-        self.queues
-            .get(q)
-            .ok_or_else(|| Error::Config(format!("no queue {q}")))
+        self.queues.get(q).ok_or_else(|| no_queue(q))
     }
 
     /// Queue `q`'s state, mutably.
     pub fn queue_mut(&mut self, q: usize) -> Result<&mut Vring> {
-        self.queues
-            .get_mut(q)
-            .ok_or_else(|| Error::Config(format!("no queue {q}")))
+        self.queues.get_mut(q).ok_or_else(|| no_queue(q))
+    }
+
+    /// Guest memory and queue `q`'s state, mutably (borrowed together).
+    fn mem_and_queue(&mut self, q: usize) -> Result<(&GuestMem, &mut Vring)> {
+        let Self { mem, queues, .. } = self;
+        let vq = queues.get_mut(q).ok_or_else(|| no_queue(q))?;
+        Ok((mem, vq))
     }
 
     /// Default reply timeout.
@@ -266,10 +269,7 @@ impl Driver {
 
     /// Places `chain` on queue `q` and makes it available, without kicking.
     pub fn submit_nokick(&mut self, q: usize, chain: &ChainBuilder) -> Result<u16> {
-        let Self { mem, queues, .. } = self;
-        let vq = queues
-            .get_mut(q)
-            .ok_or_else(|| Error::Config(format!("no queue {q}")))?;
+        let (mem, vq) = self.mem_and_queue(q)?;
         let (head, inflight) = chain.place(mem, vq)?;
         vq.track(head, inflight);
         vq.push_avail(mem, head)?;
@@ -295,29 +295,20 @@ impl Driver {
 
     /// Puts an arbitrary head index in the avail ring of `q` (not tracked) and kicks.
     pub fn push_avail_raw(&mut self, q: usize, head: u16) -> Result<()> {
-        let Self { mem, queues, .. } = self;
-        let vq = queues
-            .get_mut(q)
-            .ok_or_else(|| Error::Config(format!("no queue {q}")))?;
+        let (mem, vq) = self.mem_and_queue(q)?;
         vq.push_avail(mem, head)?;
         vq.kick()
     }
 
     /// Collects new used-ring entries of `q` without waiting; returns how many arrived.
     pub fn collect(&mut self, q: usize) -> Result<usize> {
-        let Self { mem, queues, .. } = self;
-        let vq = queues
-            .get_mut(q)
-            .ok_or_else(|| Error::Config(format!("no queue {q}")))?;
+        let (mem, vq) = self.mem_and_queue(q)?;
         vq.collect(mem)
     }
 
     /// Publishes an arbitrary `avail->idx` for `q` (not kicked).
     pub fn set_avail_idx_raw(&mut self, q: usize, idx: u16) -> Result<()> {
-        let Self { mem, queues, .. } = self;
-        let vq = queues
-            .get_mut(q)
-            .ok_or_else(|| Error::Config(format!("no queue {q}")))?;
+        let (mem, vq) = self.mem_and_queue(q)?;
         vq.set_avail_idx_raw(mem, idx)
     }
 
@@ -338,10 +329,7 @@ impl Driver {
     pub fn wait(&mut self, q: usize, head: u16, timeout: Duration) -> Result<Option<Completion>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let Self { mem, queues, .. } = self;
-            let vq = queues
-                .get_mut(q)
-                .ok_or_else(|| Error::Config(format!("no queue {q}")))?;
+            let (mem, vq) = self.mem_and_queue(q)?;
             vq.collect(mem)?;
             if let Some((elem, inflight)) = vq.take_done(head) {
                 let data = read_writable(mem, &inflight.writable, elem.len);
@@ -366,10 +354,7 @@ impl Driver {
     pub fn drain(&mut self, q: usize, timeout: Duration) -> Result<usize> {
         let deadline = Instant::now() + timeout;
         loop {
-            let Self { mem, queues, .. } = self;
-            let vq = queues
-                .get_mut(q)
-                .ok_or_else(|| Error::Config(format!("no queue {q}")))?;
+            let (mem, vq) = self.mem_and_queue(q)?;
             vq.collect(mem)?;
             let heads: Vec<u16> = (0..vq.layout.size).filter(|h| vq.is_done(*h)).collect();
             for h in heads {
@@ -409,6 +394,11 @@ impl Driver {
     pub fn get_vring_base(&mut self, q: usize) -> Result<u32> {
         Ok(self.frontend.get_vring_base(q)?)
     }
+}
+
+/// The error for a queue index the device does not have.
+fn no_queue(q: usize) -> Error {
+    Error::Config(format!("no queue {q}"))
 }
 
 /// Reads up to `len` bytes from the writable segments, stopping at the first one that is

@@ -16,7 +16,7 @@ use zerocopy::IntoBytes;
 
 use crate::chain::{ChainBuilder, Next};
 use crate::daemon::{Daemon, DaemonSpec, ScratchDir, SpawnError};
-use crate::driver::{Driver, DriverConfig, HIPRIO_QUEUE, REQUEST_QUEUE};
+use crate::driver::{Completion, Driver, DriverConfig, HIPRIO_QUEUE, REQUEST_QUEUE};
 use crate::fuse::{cname, encode, encode_with_len, Reply, SMALL_REPLY};
 use crate::vring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use crate::{Error, Result};
@@ -279,14 +279,12 @@ impl Ctx<'_> {
 
     /// A well-formed GETATTR of the root.
     pub fn getattr_req(&mut self) -> Vec<u8> {
-        let a = abi::GetattrIn::default();
-        self.req(abi::opcode::GETATTR, abi::ROOT_ID, &[a.as_bytes()])
+        getattr_root(self.d)
     }
 
     /// Sends `req` in the usual two-descriptor layout on the request queue.
     pub fn send_req(&mut self, req: &[u8]) -> Result<Outcome> {
-        let chain = ChainBuilder::new().readable(req).writable(SMALL_REPLY);
-        self.send(REQUEST_QUEUE, &chain)
+        self.send(REQUEST_QUEUE, &request_chain(req))
     }
 
     /// Sends `req` on the hiprio queue (no writable buffer, like the kernel's FORGETs).
@@ -324,6 +322,25 @@ impl Ctx<'_> {
     }
 }
 
+/// A well-formed GETATTR of the root with a fresh unique.
+fn getattr_root(d: &mut Driver) -> Vec<u8> {
+    let a = abi::GetattrIn::default();
+    let u = d.next_unique();
+    encode(abi::opcode::GETATTR, u, abi::ROOT_ID, &[a.as_bytes()])
+}
+
+/// `req` in the usual two-descriptor layout: one readable descriptor holding it and a
+/// [`SMALL_REPLY`]-byte reply buffer.
+fn request_chain(req: &[u8]) -> ChainBuilder {
+    ChainBuilder::new().readable(req).writable(SMALL_REPLY)
+}
+
+/// How a scenario judges what the backend did.
+type Judge = fn(&Outcome) -> Verdict;
+
+/// What a scenario returns: what the backend did and whether that was acceptable.
+type Judged = Result<(Outcome, Verdict)>;
+
 fn must_fail(o: &Outcome) -> Verdict {
     match o {
         Outcome::Success(s) => Verdict::Fail(format!("accepted ({s})")),
@@ -342,7 +359,7 @@ fn any(_: &Outcome) -> Verdict {
     Verdict::Pass
 }
 
-fn judged(o: Outcome, f: fn(&Outcome) -> Verdict) -> Result<(Outcome, Verdict)> {
+fn judged(o: Outcome, f: Judge) -> Judged {
     let v = f(&o);
     Ok((o, v))
 }
@@ -355,6 +372,17 @@ fn outcome_of<T>(r: Result<T>, ok: impl FnOnce(&T) -> String) -> Result<Outcome>
         Err(Error::BadReply(_)) => Ok(Outcome::UsedNoReply { used_len: 0 }),
         Err(e) => Err(e),
     }
+}
+
+/// Classifies the result of a typed driver call (summarised by `ok` when it succeeded) and
+/// judges it.
+fn result_judged<T>(r: Result<T>, ok: impl FnOnce(&T) -> String, judge: Judge) -> Judged {
+    judged(outcome_of(r, ok)?, judge)
+}
+
+/// A step the backend may refuse failed with `e`: whatever it answered is acceptable.
+fn refused(e: Error) -> Judged {
+    result_judged::<()>(Err(e), |_| String::new(), any)
 }
 
 /// Short errno names for tables.
@@ -394,6 +422,262 @@ pub fn errno_short(e: i32) -> String {
         _ => return format!("errno {e}"),
     };
     n.to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario building blocks
+// ---------------------------------------------------------------------------------------
+
+/// A handle a scenario works through (see [`Ctx::with_handle`]).
+#[derive(Clone, Copy, Debug)]
+enum Handle {
+    /// `hello`, opened with these flags.
+    Hello(i32),
+    /// The root directory (OPENDIR).
+    RootDir,
+}
+
+/// GETXATTR/LISTXATTR arguments asking for a 4 GiB-1 buffer.
+const XATTR_SIZE_HUGE: abi::GetxattrIn = abi::GetxattrIn {
+    size: u32::MAX,
+    padding: 0,
+};
+
+/// FUSE_INIT arguments of protocol 7.41.
+fn init_7_41() -> abi::InitIn {
+    abi::InitIn {
+        major: 7,
+        minor: 41,
+        ..Default::default()
+    }
+}
+
+impl Ctx<'_> {
+    /// Runs `f` with the host fixtures, or skips the scenario when there are none.
+    fn with_fixtures(&mut self, f: impl FnOnce(&mut Self, &Fixtures) -> Judged) -> Judged {
+        match self.fx {
+            Some(fx) => f(self, fx),
+            None => Ok((Outcome::Skipped("no host fixtures".into()), Verdict::Pass)),
+        }
+    }
+
+    /// Runs `f`, or skips the scenario when indirect descriptors were not negotiated.
+    fn with_indirect(&mut self, f: impl FnOnce(&mut Self) -> Judged) -> Judged {
+        if !self.has_indirect() {
+            return Ok((
+                Outcome::Skipped("INDIRECT_DESC not offered".into()),
+                Verdict::Pass,
+            ));
+        }
+        f(self)
+    }
+
+    /// Sends `chain` on the request queue and judges what came back.
+    fn chain_judged(&mut self, chain: ChainBuilder, judge: Judge) -> Judged {
+        judged(self.send(REQUEST_QUEUE, &chain)?, judge)
+    }
+
+    /// Sends `req` in the usual layout on the request queue and judges what came back.
+    fn req_judged(&mut self, req: &[u8], judge: Judge) -> Judged {
+        judged(self.send_req(req)?, judge)
+    }
+
+    /// Encodes a request with a fresh unique, sends it in the usual layout on the request
+    /// queue and judges what came back.
+    fn request_judged(&mut self, judge: Judge, opcode: u32, nodeid: u64, args: &[&[u8]]) -> Judged {
+        let r = self.req(opcode, nodeid, args);
+        self.req_judged(&r, judge)
+    }
+
+    /// Encodes a request with a fresh unique and sends it on the hiprio queue; any answer is
+    /// acceptable.
+    fn hiprio_judged(&mut self, opcode: u32, nodeid: u64, args: &[&[u8]]) -> Judged {
+        let r = self.req(opcode, nodeid, args);
+        judged(self.send_hiprio(&r)?, any)
+    }
+
+    /// LOOKUP of `name` (sent as is) under the root.
+    fn lookup_judged(&mut self, judge: Judge, name: &[u8]) -> Judged {
+        self.request_judged(judge, abi::opcode::LOOKUP, abi::ROOT_ID, &[name])
+    }
+
+    /// GETATTR of `nodeid`, which is not a valid node: it must be refused.
+    fn getattr_of(&mut self, nodeid: u64) -> Judged {
+        let a = abi::GetattrIn::default();
+        self.request_judged(must_fail, abi::opcode::GETATTR, nodeid, &[a.as_bytes()])
+    }
+
+    /// A request for the root whose header claims `len` bytes, whatever it really holds.
+    fn claiming_len(&mut self, opcode: u32, len: u32, args: &[&[u8]]) -> Judged {
+        let u = self.d.next_unique();
+        let r = encode_with_len(opcode, u, abi::ROOT_ID, len, args);
+        self.req_judged(&r, any)
+    }
+
+    /// A GETATTR of the root whose header claims `len` bytes.
+    fn getattr_claiming(&mut self, len: u32) -> Judged {
+        let a = abi::GetattrIn::default();
+        self.claiming_len(abi::opcode::GETATTR, len, &[a.as_bytes()])
+    }
+
+    /// Sends the chain `layout` builds around a fresh well-formed GETATTR of the root and
+    /// judges what came back.
+    fn getattr_judged(
+        &mut self,
+        judge: Judge,
+        layout: impl FnOnce(&Self, &[u8]) -> ChainBuilder,
+    ) -> Judged {
+        let r = self.getattr_req();
+        let chain = layout(self, &r);
+        self.chain_judged(chain, judge)
+    }
+
+    /// Sends the chain `layout` builds around [`indirect_table`] and judges what came back.
+    fn table_judged(
+        &mut self,
+        judge: Judge,
+        layout: impl FnOnce(ChainBuilder) -> ChainBuilder,
+    ) -> Judged {
+        let t = indirect_table(self);
+        self.chain_judged(layout(t), judge)
+    }
+
+    /// A 56-byte readable descriptor at guest address `addr`, and a reply buffer: it must be
+    /// refused.
+    fn request_at(&mut self, addr: u64) -> Judged {
+        let chain = ChainBuilder::new()
+            .readable_at(addr, 56)
+            .writable(SMALL_REPLY);
+        self.chain_judged(chain, must_fail)
+    }
+
+    /// Opens `h`, runs `f` with its node id and file handle, and releases the handle (unless
+    /// `f` failed).
+    fn with_handle<T>(
+        &mut self,
+        h: Handle,
+        f: impl FnOnce(&mut Self, u64, u64) -> Result<T>,
+    ) -> Result<T> {
+        let (nodeid, fh, dir) = match h {
+            Handle::Hello(flags) => {
+                let e = self.node(b"hello")?;
+                let o = self.d.open(e.nodeid, flags as u32)?;
+                (e.nodeid, o.fh, false)
+            }
+            Handle::RootDir => (abi::ROOT_ID, self.d.opendir(abi::ROOT_ID)?.fh, true),
+        };
+        let out = f(self, nodeid, fh)?;
+        let _ = self.d.release(nodeid, fh, dir);
+        Ok(out)
+    }
+
+    /// Sends the request `make` builds from the node id and file handle of `h` (opened and
+    /// released around it) and judges what came back.
+    fn handle_judged(
+        &mut self,
+        h: Handle,
+        judge: Judge,
+        make: impl FnOnce(&mut Self, u64, u64) -> Vec<u8>,
+    ) -> Judged {
+        let out = self.with_handle(h, |c, nodeid, fh| {
+            let r = make(c, nodeid, fh);
+            c.send_req(&r)
+        })?;
+        judged(out, judge)
+    }
+
+    /// A READ-style request (`opcode` READ or READDIR) through `h` asking for `size` bytes at
+    /// `offset`; any answer is acceptable.
+    fn read_claiming(&mut self, h: Handle, opcode: u32, offset: u64, size: u32) -> Judged {
+        self.handle_judged(h, any, |c, nodeid, fh| {
+            let a = abi::ReadIn {
+                fh,
+                offset,
+                size,
+                ..Default::default()
+            };
+            c.req(opcode, nodeid, &[a.as_bytes()])
+        })
+    }
+
+    /// A WRITE to `hello` claiming `size` bytes at `offset` and carrying 10: it must be
+    /// refused.
+    fn write_claiming(&mut self, offset: u64, size: u32) -> Judged {
+        self.handle_judged(Handle::Hello(libc::O_RDWR), must_fail, |c, nodeid, fh| {
+            let a = abi::WriteIn {
+                fh,
+                offset,
+                size,
+                ..Default::default()
+            };
+            c.req(abi::opcode::WRITE, nodeid, &[a.as_bytes(), &[b'x'; 10]])
+        })
+    }
+
+    /// A READ of up to 4096 bytes of `hello` whose reply lands in the writable buffers
+    /// `reply` appends to the request; waits up to 5 s for it.
+    fn read_hello_into(
+        &mut self,
+        reply: impl FnOnce(ChainBuilder) -> ChainBuilder,
+    ) -> Result<Option<Completion>> {
+        self.with_handle(Handle::Hello(libc::O_RDONLY), |c, nodeid, fh| {
+            let a = abi::ReadIn {
+                fh,
+                size: 4096,
+                ..Default::default()
+            };
+            let r = c.req(abi::opcode::READ, nodeid, &[a.as_bytes()]);
+            let head =
+                c.d.submit(REQUEST_QUEUE, &reply(ChainBuilder::new().readable(&r)))?;
+            c.d.wait(REQUEST_QUEUE, head, Duration::from_secs(5))
+        })
+    }
+
+    /// LOOKUP of `secret` through the host symlink `link` (to the outside directory): it
+    /// must be refused.
+    fn lookup_through_link(&mut self, link: &[u8]) -> Judged {
+        self.with_fixtures(|c, _| {
+            let l = c.node(link)?;
+            let r = c.d.lookup(l.nodeid, b"secret");
+            result_judged(r, |e| format!("ino {}", e.attr.ino), must_fail)
+        })
+    }
+
+    /// OPEN+READ of the symlink `nodeid`: reading the secret outside the share fails the
+    /// scenario with `why`.
+    fn read_through_link(&mut self, nodeid: u64, why: &str) -> Judged {
+        let o = match self.d.open(nodeid, libc::O_RDONLY as u32) {
+            Ok(o) => o,
+            Err(e) => return refused(e),
+        };
+        let data = self.d.read(nodeid, o.fh, 0, 4096);
+        let _ = self.d.release(nodeid, o.fh, false);
+        match data {
+            Ok(b) if b.windows(SECRET.len()).any(|w| w == SECRET) => Ok((
+                Outcome::Success("read the secret".into()),
+                Verdict::Fail(why.into()),
+            )),
+            Ok(b) => Ok((
+                Outcome::Success(format!("{} bytes", b.len())),
+                Verdict::Pass,
+            )),
+            Err(e) => refused(e),
+        }
+    }
+}
+
+/// `req` over `pieces` readable descriptors, most of them zero-length.
+fn spread(req: &[u8], pieces: usize) -> ChainBuilder {
+    let cuts: Vec<usize> = (0..pieces - 1).map(|i| i.min(req.len())).collect();
+    ChainBuilder::new().readable_split(req, &cuts)
+}
+
+/// `req` in one readable descriptor whose NEXT flag is set and points at `next`.
+fn next_to(req: &[u8], next: Next) -> ChainBuilder {
+    ChainBuilder::new()
+        .readable(req)
+        .set_flags(0, VRING_DESC_F_NEXT)
+        .set_next(0, next)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -437,69 +721,40 @@ fn layout_scenarios() -> Vec<Scenario> {
         scenario!(
             "desc-outside-memory",
             "readable descriptor past the end of guest RAM",
-            |c| {
-                let end = c.mem_end();
-                let ch = ChainBuilder::new()
-                    .readable_at(end + 0x1000, 56)
-                    .writable(SMALL_REPLY);
-                judged(c.send(REQUEST_QUEUE, &ch)?, must_fail)
-            }
+            |c| c.request_at(c.mem_end() + 0x1000)
         ),
         scenario!(
             "desc-addr-wraps",
             "readable descriptor at 2^64-16, len 56 (address wraps)",
-            |c| {
-                let ch = ChainBuilder::new()
-                    .readable_at(u64::MAX - 15, 56)
-                    .writable(SMALL_REPLY);
-                judged(c.send(REQUEST_QUEUE, &ch)?, must_fail)
-            }
+            |c| c.request_at(u64::MAX - 15)
         ),
         scenario!(
             "desc-straddles-end",
             "readable descriptor starting 24 bytes before the end of RAM, len 56",
-            |c| {
-                let end = c.mem_end();
-                let ch = ChainBuilder::new()
-                    .readable_at(end - 24, 56)
-                    .writable(SMALL_REPLY);
-                judged(c.send(REQUEST_QUEUE, &ch)?, must_fail)
-            }
+            |c| c.request_at(c.mem_end() - 24)
         ),
         scenario!(
             "writable-outside-memory",
             "good GETATTR, reply buffer past the end of RAM",
-            |c| {
-                let r = c.getattr_req();
-                let end = c.mem_end();
-                let ch = ChainBuilder::new()
-                    .readable(&r)
-                    .writable_at(end + 0x1000, SMALL_REPLY);
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+            |c| c.getattr_judged(any, |c, r| {
+                ChainBuilder::new()
+                    .readable(r)
+                    .writable_at(c.mem_end() + 0x1000, SMALL_REPLY)
+            })
         ),
         scenario!(
             "writable-len-huge",
             "good GETATTR, reply descriptor length 4 GiB-1",
-            |c| {
-                let r = c.getattr_req();
-                let ch = ChainBuilder::new()
-                    .readable(&r)
-                    .writable(SMALL_REPLY)
-                    .set_len(1, u32::MAX);
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+            |c| c.getattr_judged(any, |_, r| request_chain(r).set_len(1, u32::MAX))
         ),
         scenario!(
             "reply-overlaps-request",
             "writable descriptor aliasing the request bytes",
-            |c| {
-                let r = c.getattr_req();
-                let ch = ChainBuilder::new()
-                    .readable(&r)
-                    .alias(0, 0, SMALL_REPLY, true);
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+            |c| c.getattr_judged(any, |_, r| {
+                ChainBuilder::new()
+                    .readable(r)
+                    .alias(0, 0, SMALL_REPLY, true)
+            })
         ),
         scenario!(
             "readables-overlap",
@@ -511,172 +766,99 @@ fn layout_scenarios() -> Vec<Scenario> {
                     .readable(&hdr)
                     .alias(0, 0, 40, false)
                     .writable(SMALL_REPLY);
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+                c.chain_judged(ch, any)
             }
         ),
         scenario!(
             "next-self-loop",
             "single descriptor with NEXT pointing at itself",
-            |c| {
-                let r = c.getattr_req();
-                let ch = ChainBuilder::new()
-                    .readable(&r)
-                    .set_flags(0, VRING_DESC_F_NEXT)
-                    .set_next(0, Next::Rel(0));
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+            |c| c.getattr_judged(any, |_, r| next_to(r, Next::Rel(0)))
         ),
         scenario!(
             "next-loop",
             "header, args, reply; reply's NEXT points back at the header",
-            |c| {
-                let r = c.getattr_req();
-                let ch = ChainBuilder::new()
-                    .readable_split(&r, &[40])
+            |c| c.getattr_judged(any, |_, r| {
+                ChainBuilder::new()
+                    .readable_split(r, &[40])
                     .writable(SMALL_REPLY)
                     .set_flags(2, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT)
-                    .set_next(2, Next::Rel(0));
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+                    .set_next(2, Next::Rel(0))
+            })
         ),
         scenario!(
             "next-out-of-range",
             "NEXT to descriptor index queue_size+5",
-            |c| {
-                let r = c.getattr_req();
-                let n = c.qsize();
-                let ch = ChainBuilder::new()
-                    .readable(&r)
-                    .set_flags(0, VRING_DESC_F_NEXT)
-                    .set_next(0, Next::Abs(n.wrapping_add(5)));
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+            |c| c.getattr_judged(any, |c, r| next_to(r, Next::Abs(c.qsize().wrapping_add(5))))
         ),
         scenario!(
             "next-into-stale-desc",
             "NEXT to an in-range descriptor that belongs to no chain",
-            |c| {
-                let r = c.getattr_req();
-                let n = c.qsize();
-                let ch = ChainBuilder::new()
-                    .readable(&r)
-                    .set_flags(0, VRING_DESC_F_NEXT)
-                    .set_next(0, Next::Abs(n - 1));
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+            |c| c.getattr_judged(any, |c, r| next_to(r, Next::Abs(c.qsize() - 1)))
         ),
         scenario!(
             "chain-whole-table",
             "valid GETATTR spread over exactly queue_size descriptors",
-            |c| {
-                let r = c.getattr_req();
-                let n = usize::from(c.qsize());
-                // n-1 readable pieces (most zero-length) + 1 writable.
-                let cuts: Vec<usize> = (0..n - 2).map(|i| i.min(r.len())).collect();
-                let ch = ChainBuilder::new()
-                    .readable_split(&r, &cuts)
-                    .writable(SMALL_REPLY);
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+            // n-1 readable pieces (most zero-length) + 1 writable.
+            |c| c.getattr_judged(any, |c, r| {
+                spread(r, usize::from(c.qsize()) - 1).writable(SMALL_REPLY)
+            })
         ),
         scenario!(
             "chain-longer-than-queue",
             "queue_size descriptors whose last NEXT wraps to the head",
-            |c| {
-                let r = c.getattr_req();
+            |c| c.getattr_judged(any, |c, r| {
                 let n = usize::from(c.qsize());
-                let cuts: Vec<usize> = (0..n - 1).map(|i| i.min(r.len())).collect();
-                let ch = ChainBuilder::new()
-                    .readable_split(&r, &cuts)
+                spread(r, n)
                     .set_flags(n - 1, VRING_DESC_F_NEXT)
-                    .set_next(n - 1, Next::Rel(0));
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+                    .set_next(n - 1, Next::Rel(0))
+            })
         ),
         scenario!(
             "readable-after-writable",
             "header, reply buffer, then GETATTR args readable",
-            |c| {
-                let r = c.getattr_req();
-                let ch = ChainBuilder::new()
-                    .readable(&r[..40])
-                    .writable(SMALL_REPLY)
-                    .readable(&r[40..]);
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+            |c| c.getattr_judged(any, |_, r| request_chain(&r[..40]).readable(&r[40..]))
         ),
         scenario!("no-writable", "GETATTR with no reply buffer", |c| {
-            let r = c.getattr_req();
-            judged(
-                c.send(REQUEST_QUEUE, &ChainBuilder::new().readable(&r))?,
-                any,
-            )
+            c.getattr_judged(any, |_, r| ChainBuilder::new().readable(r))
         }),
         scenario!(
             "no-readable",
             "chain of one writable descriptor only",
-            |c| {
-                judged(
-                    c.send(REQUEST_QUEUE, &ChainBuilder::new().writable(SMALL_REPLY))?,
-                    any,
-                )
-            }
+            |c| c.chain_judged(ChainBuilder::new().writable(SMALL_REPLY), any)
         ),
         scenario!(
             "zero-length-descriptors",
             "valid GETATTR with zero-length descriptors in between",
-            |c| {
-                let r = c.getattr_req();
-                let ch = ChainBuilder::new()
-                    .readable_split(&r, &[0, 0, 7, 7, 40, 40])
+            |c| c.getattr_judged(any, |_, r| {
+                ChainBuilder::new()
+                    .readable_split(r, &[0, 0, 7, 7, 40, 40])
                     .writable(0)
-                    .writable(SMALL_REPLY);
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+                    .writable(SMALL_REPLY)
+            })
         ),
         scenario!(
             "header-split-midfield",
             "valid GETATTR split at bytes 3, 17, 39; reply split 5/11/240",
-            |c| {
-                let r = c.getattr_req();
-                let ch = ChainBuilder::new()
-                    .readable_split(&r, &[3, 17, 39])
-                    .writable_split(&[5, 11, 240]);
-                judged(c.send(REQUEST_QUEUE, &ch)?, must_succeed)
-            }
+            |c| c.getattr_judged(must_succeed, |_, r| {
+                ChainBuilder::new()
+                    .readable_split(r, &[3, 17, 39])
+                    .writable_split(&[5, 11, 240])
+            })
         ),
         scenario!(
             "empty-request",
             "zero-length readable descriptor and a reply buffer",
-            |c| {
-                let ch = ChainBuilder::new().readable(&[]).writable(SMALL_REPLY);
-                judged(c.send(REQUEST_QUEUE, &ch)?, must_fail)
-            }
+            |c| c.chain_judged(request_chain(&[]), must_fail)
         ),
         scenario!(
             "reply-buffer-zero",
             "good GETATTR, zero-length reply buffer",
-            |c| {
-                let r = c.getattr_req();
-                judged(
-                    c.send(REQUEST_QUEUE, &ChainBuilder::new().readable(&r).writable(0))?,
-                    any,
-                )
-            }
+            |c| c.getattr_judged(any, |_, r| ChainBuilder::new().readable(r).writable(0))
         ),
         scenario!(
             "reply-buffer-too-small",
             "good GETATTR, 20-byte reply buffer",
-            |c| {
-                let r = c.getattr_req();
-                judged(
-                    c.send(
-                        REQUEST_QUEUE,
-                        &ChainBuilder::new().readable(&r).writable(20),
-                    )?,
-                    any,
-                )
-            }
+            |c| c.getattr_judged(any, |_, r| ChainBuilder::new().readable(r).writable(20))
         ),
         scenario!(
             "reply-into-desc-table",
@@ -689,7 +871,7 @@ fn layout_scenarios() -> Vec<Scenario> {
                 let ch = ChainBuilder::new()
                     .readable(&r)
                     .writable_at(at, SMALL_REPLY);
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
+                c.chain_judged(ch, any)
             }
         ),
     ]
@@ -697,16 +879,7 @@ fn layout_scenarios() -> Vec<Scenario> {
 
 fn indirect_table(c: &mut Ctx) -> ChainBuilder {
     let r = c.getattr_req();
-    ChainBuilder::new().readable(&r).writable(SMALL_REPLY)
-}
-
-fn skip_without_indirect(c: &Ctx) -> Option<(Outcome, Verdict)> {
-    (!c.has_indirect()).then(|| {
-        (
-            Outcome::Skipped("INDIRECT_DESC not offered".into()),
-            Verdict::Pass,
-        )
-    })
+    request_chain(&r)
 }
 
 fn indirect_scenarios() -> Vec<Scenario> {
@@ -714,142 +887,83 @@ fn indirect_scenarios() -> Vec<Scenario> {
         scenario!(
             "indirect-valid",
             "well-formed GETATTR in an indirect table",
-            |c| {
-                if let Some(s) = skip_without_indirect(c) {
-                    return Ok(s);
-                }
-                let t = indirect_table(c);
-                judged(
-                    c.send(REQUEST_QUEUE, &ChainBuilder::new().indirect(t))?,
-                    must_succeed,
-                )
-            }
+            |c| c.with_indirect(|c| {
+                c.table_judged(must_succeed, |t| ChainBuilder::new().indirect(t))
+            })
         ),
         scenario!(
             "indirect-outside-memory",
             "indirect table address past the end of RAM",
-            |c| {
-                let end = c.mem_end();
-                judged(
-                    c.send(
-                        REQUEST_QUEUE,
-                        &ChainBuilder::new().raw_indirect(end + 0x1000, 32),
-                    )?,
-                    must_fail,
-                )
-            }
+            |c| c.chain_judged(
+                ChainBuilder::new().raw_indirect(c.mem_end() + 0x1000, 32),
+                must_fail
+            )
         ),
         scenario!(
             "indirect-len-not-multiple",
             "indirect table length 17",
-            |c| {
-                let t = indirect_table(c);
-                judged(
-                    c.send(
-                        REQUEST_QUEUE,
-                        &ChainBuilder::new().indirect(t).set_len(0, 17),
-                    )?,
-                    any,
-                )
-            }
+            |c| c.table_judged(any, |t| ChainBuilder::new().indirect(t).set_len(0, 17))
         ),
         scenario!("indirect-len-zero", "indirect table length 0", |c| {
-            let t = indirect_table(c);
-            judged(
-                c.send(
-                    REQUEST_QUEUE,
-                    &ChainBuilder::new().indirect(t).set_len(0, 0),
-                )?,
-                must_fail,
-            )
+            c.table_judged(must_fail, |t| ChainBuilder::new().indirect(t).set_len(0, 0))
         }),
         scenario!(
             "indirect-len-huge",
             "indirect table length 0xfffffff0",
-            |c| {
-                let t = indirect_table(c);
-                judged(
-                    c.send(
-                        REQUEST_QUEUE,
-                        &ChainBuilder::new().indirect(t).set_len(0, 0xffff_fff0),
-                    )?,
-                    must_fail,
-                )
-            }
+            |c| c.table_judged(must_fail, |t| {
+                ChainBuilder::new().indirect(t).set_len(0, 0xffff_fff0)
+            })
         ),
         scenario!(
             "indirect-nested",
             "indirect table containing an INDIRECT descriptor",
-            |c| {
-                let t = indirect_table(c);
-                let outer = ChainBuilder::new().indirect(t);
-                judged(
-                    c.send(REQUEST_QUEUE, &ChainBuilder::new().indirect(outer))?,
-                    must_fail,
-                )
-            }
+            |c| c.table_judged(must_fail, |t| {
+                ChainBuilder::new().indirect(ChainBuilder::new().indirect(t))
+            })
         ),
         scenario!(
             "indirect-with-next",
             "INDIRECT|NEXT head followed by another descriptor",
-            |c| {
-                let t = indirect_table(c);
-                let ch = ChainBuilder::new()
+            |c| c.table_judged(any, |t| {
+                ChainBuilder::new()
                     .indirect(t)
                     .writable(SMALL_REPLY)
-                    .set_flags(0, VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT);
-                judged(c.send(REQUEST_QUEUE, &ch)?, any)
-            }
+                    .set_flags(0, VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT)
+            })
         ),
         scenario!("indirect-write-flag", "INDIRECT|WRITE head", |c| {
-            let t = indirect_table(c);
-            let ch = ChainBuilder::new()
-                .indirect(t)
-                .set_flags(0, VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE);
-            judged(c.send(REQUEST_QUEUE, &ch)?, any)
+            c.table_judged(any, |t| {
+                ChainBuilder::new()
+                    .indirect(t)
+                    .set_flags(0, VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE)
+            })
         }),
         scenario!(
             "indirect-loop",
             "indirect table whose last entry's NEXT points to its first",
-            |c| {
-                let t = indirect_table(c)
-                    .set_flags(1, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT)
-                    .set_next(1, Next::Rel(0));
-                judged(
-                    c.send(REQUEST_QUEUE, &ChainBuilder::new().indirect(t))?,
-                    any,
+            |c| c.table_judged(any, |t| {
+                ChainBuilder::new().indirect(
+                    t.set_flags(1, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT)
+                        .set_next(1, Next::Rel(0)),
                 )
-            }
+            })
         ),
         scenario!(
             "indirect-next-out-of-table",
             "indirect entry with NEXT beyond the table",
-            |c| {
-                let t = indirect_table(c).set_next(0, Next::Abs(200));
-                judged(
-                    c.send(REQUEST_QUEUE, &ChainBuilder::new().indirect(t))?,
-                    any,
-                )
-            }
+            |c| c.table_judged(any, |t| {
+                ChainBuilder::new().indirect(t.set_next(0, Next::Abs(200)))
+            })
         ),
         scenario!(
             "indirect-longer-than-queue",
             "indirect table of 2*queue_size entries",
-            |c| {
-                if let Some(s) = skip_without_indirect(c) {
-                    return Ok(s);
-                }
-                let r = c.getattr_req();
-                let n = 2 * usize::from(c.qsize());
-                let cuts: Vec<usize> = (0..n - 2).map(|i| i.min(r.len())).collect();
-                let t = ChainBuilder::new()
-                    .readable_split(&r, &cuts)
-                    .writable(SMALL_REPLY);
-                judged(
-                    c.send(REQUEST_QUEUE, &ChainBuilder::new().indirect(t))?,
-                    any,
-                )
-            }
+            |c| c.with_indirect(|c| {
+                c.getattr_judged(any, |c, r| {
+                    let n = 2 * usize::from(c.qsize());
+                    ChainBuilder::new().indirect(spread(r, n - 1).writable(SMALL_REPLY))
+                })
+            })
         ),
     ]
 }
@@ -858,53 +972,27 @@ fn header_scenarios() -> Vec<Scenario> {
     vec![
         scenario!("header-truncated", "20 bytes of a 40-byte in_header", |c| {
             let r = c.getattr_req();
-            judged(c.send_req(&r[..20])?, must_fail)
+            c.req_judged(&r[..20], must_fail)
         }),
         scenario!(
             "header-len-longer",
             "GETATTR whose header len exceeds the chain by 100",
-            |c| {
-                let u = c.d.next_unique();
-                let a = abi::GetattrIn::default();
-                let r =
-                    encode_with_len(abi::opcode::GETATTR, u, abi::ROOT_ID, 156, &[a.as_bytes()]);
-                judged(c.send_req(&r)?, any)
-            }
+            |c| c.getattr_claiming(156)
         ),
         scenario!(
             "header-len-shorter",
             "LOOKUP whose header len covers only the header",
-            |c| {
-                let u = c.d.next_unique();
-                let r = encode_with_len(abi::opcode::LOOKUP, u, abi::ROOT_ID, 40, &[b"hello\0"]);
-                judged(c.send_req(&r)?, any)
-            }
+            |c| c.claiming_len(abi::opcode::LOOKUP, 40, &[b"hello\0"])
         ),
         scenario!(
             "header-len-below-header",
             "GETATTR with header len 8",
-            |c| {
-                let u = c.d.next_unique();
-                let a = abi::GetattrIn::default();
-                let r = encode_with_len(abi::opcode::GETATTR, u, abi::ROOT_ID, 8, &[a.as_bytes()]);
-                judged(c.send_req(&r)?, any)
-            }
+            |c| c.getattr_claiming(8)
         ),
         scenario!(
             "header-len-huge",
             "GETATTR with header len 0xffffffff",
-            |c| {
-                let u = c.d.next_unique();
-                let a = abi::GetattrIn::default();
-                let r = encode_with_len(
-                    abi::opcode::GETATTR,
-                    u,
-                    abi::ROOT_ID,
-                    u32::MAX,
-                    &[a.as_bytes()],
-                );
-                judged(c.send_req(&r)?, any)
-            }
+            |c| c.getattr_claiming(u32::MAX)
         ),
         scenario!(
             "trailing-garbage",
@@ -912,16 +1000,13 @@ fn header_scenarios() -> Vec<Scenario> {
             |c| {
                 let mut r = c.getattr_req();
                 r.extend_from_slice(&[0xa5; 1000]);
-                judged(c.send_req(&r)?, any)
+                c.req_judged(&r, any)
             }
         ),
         scenario!(
             "args-truncated-getattr",
             "GETATTR with 8 of 16 argument bytes",
-            |c| {
-                let r = c.req(abi::opcode::GETATTR, abi::ROOT_ID, &[&[0u8; 8]]);
-                judged(c.send_req(&r)?, any)
-            }
+            |c| c.request_judged(any, abi::opcode::GETATTR, abi::ROOT_ID, &[&[0u8; 8]])
         ),
         scenario!(
             "args-truncated-setattr",
@@ -933,52 +1018,38 @@ fn header_scenarios() -> Vec<Scenario> {
                     mode: 0o100777,
                     ..Default::default()
                 };
-                let r = c.req(abi::opcode::SETATTR, e.nodeid, &[&s.as_bytes()[..40]]);
-                judged(c.send_req(&r)?, must_fail)
+                let args: &[&[u8]] = &[&s.as_bytes()[..40]];
+                c.request_judged(must_fail, abi::opcode::SETATTR, e.nodeid, args)
             }
         ),
         scenario!(
             "args-truncated-read",
             "READ with 20 of 40 argument bytes",
-            |c| {
-                let e = c.node(b"hello")?;
-                let o = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
+            |c| c.handle_judged(Handle::Hello(libc::O_RDONLY), must_fail, |c, nodeid, fh| {
                 let a = abi::ReadIn {
-                    fh: o.fh,
+                    fh,
                     size: 4096,
                     ..Default::default()
                 };
-                let r = c.req(abi::opcode::READ, e.nodeid, &[&a.as_bytes()[..20]]);
-                let out = c.send_req(&r)?;
-                let _ = c.d.release(e.nodeid, o.fh, false);
-                judged(out, must_fail)
-            }
+                c.req(abi::opcode::READ, nodeid, &[&a.as_bytes()[..20]])
+            })
         ),
         scenario!("unknown-opcode", "opcode 9999", |c| {
-            let r = c.req(9999, abi::ROOT_ID, &[&[0u8; 16]]);
-            judged(c.send_req(&r)?, must_fail)
+            c.request_judged(must_fail, 9999, abi::ROOT_ID, &[&[0u8; 16]])
         }),
         scenario!("opcode-zero", "opcode 0", |c| {
-            let r = c.req(0, abi::ROOT_ID, &[]);
-            judged(c.send_req(&r)?, must_fail)
+            c.request_judged(must_fail, 0, abi::ROOT_ID, &[])
         }),
         scenario!("cuse-init", "CUSE_INIT (4096) on a virtio-fs queue", |c| {
-            let i = abi::InitIn {
-                major: 7,
-                minor: 41,
-                ..Default::default()
-            };
-            let r = c.req(abi::opcode::CUSE_INIT, 0, &[i.as_bytes()]);
-            judged(c.send_req(&r)?, must_fail)
+            c.request_judged(
+                must_fail,
+                abi::opcode::CUSE_INIT,
+                0,
+                &[init_7_41().as_bytes()],
+            )
         }),
         scenario!("reinit", "a second FUSE_INIT on a live session", |c| {
-            let i = abi::InitIn {
-                major: 7,
-                minor: 41,
-                ..Default::default()
-            };
-            let r = c.req(abi::opcode::INIT, 0, &[i.as_bytes()]);
-            judged(c.send_req(&r)?, any)
+            c.request_judged(any, abi::opcode::INIT, 0, &[init_7_41().as_bytes()])
         }),
         scenario!(
             "extlen-bogus",
@@ -987,51 +1058,47 @@ fn header_scenarios() -> Vec<Scenario> {
                 let u = c.d.next_unique();
                 let mut r = encode(abi::opcode::LOOKUP, u, abi::ROOT_ID, &[b"hello\0"]);
                 r[36..38].copy_from_slice(&0xffffu16.to_le_bytes());
-                judged(c.send_req(&r)?, any)
+                c.req_judged(&r, any)
             }
         ),
-        scenario!("nodeid-zero", "GETATTR of node 0", |c| {
-            let a = abi::GetattrIn::default();
-            let r = c.req(abi::opcode::GETATTR, 0, &[a.as_bytes()]);
-            judged(c.send_req(&r)?, must_fail)
-        }),
+        scenario!("nodeid-zero", "GETATTR of node 0", |c| c.getattr_of(0)),
         scenario!("nodeid-forged", "GETATTR of node 0xdeadbeef00001234", |c| {
-            let a = abi::GetattrIn::default();
-            let r = c.req(abi::opcode::GETATTR, 0xdead_beef_0000_1234, &[a.as_bytes()]);
-            judged(c.send_req(&r)?, must_fail)
+            c.getattr_of(0xdead_beef_0000_1234)
         }),
         scenario!("nodeid-max", "GETATTR of node 2^64-1", |c| {
-            let a = abi::GetattrIn::default();
-            let r = c.req(abi::opcode::GETATTR, u64::MAX, &[a.as_bytes()]);
-            judged(c.send_req(&r)?, must_fail)
+            c.getattr_of(u64::MAX)
         }),
         scenario!(
             "nodeid-near-valid",
             "GETATTR of (a real node id + 1000)",
             |c| {
                 let e = c.node(b"hello")?;
-                let a = abi::GetattrIn::default();
-                let r = c.req(abi::opcode::GETATTR, e.nodeid + 1000, &[a.as_bytes()]);
-                judged(c.send_req(&r)?, must_fail)
+                c.getattr_of(e.nodeid + 1000)
             }
         ),
         scenario!(
             "lookup-forged-parent",
             "LOOKUP hello under node 0x1234567",
-            |c| {
-                let r = c.req(abi::opcode::LOOKUP, 0x123_4567, &[b"hello\0"]);
-                judged(c.send_req(&r)?, must_fail)
-            }
+            |c| c.request_judged(must_fail, abi::opcode::LOOKUP, 0x123_4567, &[b"hello\0"])
         ),
     ]
 }
 
-fn escape_check(c: &mut Ctx, name: &str) -> Verdict {
+fn escape_check(c: &Ctx, name: &str) -> Verdict {
     match c.fx {
         Some(fx) if fx.outside.join(name).exists() || fx.root.join(name).exists() => {
             Verdict::Fail(format!("{name} created outside the shared directory"))
         }
         _ => Verdict::Pass,
+    }
+}
+
+/// Judges a request that tried to create `name` above the share: it must be refused, and
+/// nothing may have appeared outside.
+fn refused_inside(c: &Ctx, o: &Outcome, name: &str) -> Verdict {
+    match must_fail(o) {
+        Verdict::Pass => escape_check(c, name),
+        f => f,
     }
 }
 
@@ -1053,41 +1120,24 @@ fn forbidden_inos(c: &Ctx) -> Vec<u64> {
         .collect()
 }
 
-fn need_fixtures(c: &Ctx) -> Option<(Outcome, Verdict)> {
-    c.fx.is_none()
-        .then(|| (Outcome::Skipped("no host fixtures".into()), Verdict::Pass))
-}
-
 fn name_scenarios() -> Vec<Scenario> {
     vec![
         scenario!(
             "name-no-nul",
             "LOOKUP 'hello' without a terminating NUL",
-            |c| {
-                let r = c.req(abi::opcode::LOOKUP, abi::ROOT_ID, &[b"hello"]);
-                judged(c.send_req(&r)?, any)
-            }
+            |c| c.lookup_judged(any, b"hello")
         ),
         scenario!(
             "name-with-slash",
             "LOOKUP 'sub/inner' (two components)",
-            |c| {
-                let r = c.req(abi::opcode::LOOKUP, abi::ROOT_ID, &[b"sub/inner\0"]);
-                judged(c.send_req(&r)?, must_fail)
-            }
+            |c| c.lookup_judged(must_fail, b"sub/inner\0")
         ),
         scenario!("name-embedded-nul", "LOOKUP 'hel\\0lo\\0'", |c| {
-            let r = c.req(abi::opcode::LOOKUP, abi::ROOT_ID, &[b"hel\0lo\0"]);
-            judged(c.send_req(&r)?, any)
+            c.lookup_judged(any, b"hel\0lo\0")
         }),
-        scenario!("name-empty", "LOOKUP ''", |c| {
-            let r = c.req(abi::opcode::LOOKUP, abi::ROOT_ID, &[b"\0"]);
-            judged(c.send_req(&r)?, any)
-        }),
+        scenario!("name-empty", "LOOKUP ''", |c| c.lookup_judged(any, b"\0")),
         scenario!("name-too-long", "LOOKUP of a 10000-byte name", |c| {
-            let name = cname(&[b'a'; 10000]);
-            let r = c.req(abi::opcode::LOOKUP, abi::ROOT_ID, &[&name]);
-            judged(c.send_req(&r)?, must_fail)
+            c.lookup_judged(must_fail, &cname(&[b'a'; 10000]))
         }),
         scenario!(
             "dotdot-at-root",
@@ -1102,7 +1152,7 @@ fn name_scenarios() -> Vec<Scenario> {
                         Outcome::Success(format!("ino {} (root is {root})", e.attr.ino)),
                         Verdict::Fail("'..' at the root did not return the root".into()),
                     )),
-                    Err(e) => judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                    Err(e) => refused(e),
                 }
             }
         ),
@@ -1115,11 +1165,11 @@ fn name_scenarios() -> Vec<Scenario> {
                 let sub = c.node(b"sub")?;
                 let up = match c.d.lookup(sub.nodeid, b"..") {
                     Ok(e) => e,
-                    Err(e) => return judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                    Err(e) => return refused(e),
                 };
                 let upup = match c.d.lookup(up.nodeid, b"..") {
                     Ok(e) => e,
-                    Err(e) => return judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                    Err(e) => return refused(e),
                 };
                 let desc = |ino: u64| {
                     if ino == root {
@@ -1152,10 +1202,7 @@ fn name_scenarios() -> Vec<Scenario> {
                 let o = outcome_of(c.d.mkdir(abi::ROOT_ID, b"../escaped_mkdir", 0o755), |_| {
                     String::new()
                 })?;
-                let v = match (must_fail(&o), escape_check(c, "escaped_mkdir")) {
-                    (Verdict::Pass, v) => v,
-                    (v, _) => v,
-                };
+                let v = refused_inside(c, &o, "escaped_mkdir");
                 Ok((o, v))
             }
         ),
@@ -1177,79 +1224,37 @@ fn name_scenarios() -> Vec<Scenario> {
             }
         ),
         scenario!("rename-dotdot", "RENAME hello -> '../stolen'", |c| {
-            if let Some(s) = need_fixtures(c) {
-                return Ok(s);
-            }
-            let a = abi::RenameIn {
-                newdir: abi::ROOT_ID,
-            };
-            let r = c.req(
-                abi::opcode::RENAME,
-                abi::ROOT_ID,
-                &[a.as_bytes(), b"hello\0", b"../stolen\0"],
-            );
-            let o = c.send_req(&r)?;
-            let v = match must_fail(&o) {
-                Verdict::Pass => escape_check(c, "stolen"),
-                f => f,
-            };
-            Ok((o, v))
+            c.with_fixtures(|c, _| {
+                let a = abi::RenameIn {
+                    newdir: abi::ROOT_ID,
+                };
+                let r = c.req(
+                    abi::opcode::RENAME,
+                    abi::ROOT_ID,
+                    &[a.as_bytes(), b"hello\0", b"../stolen\0"],
+                );
+                let o = c.send_req(&r)?;
+                let v = refused_inside(c, &o, "stolen");
+                Ok((o, v))
+            })
         }),
         scenario!(
             "symlink-dir-escape",
             "host symlink escape_dir -> outside dir; LOOKUP escape_dir/secret",
-            |c| {
-                if let Some(s) = need_fixtures(c) {
-                    return Ok(s);
-                }
-                let l = c.node(b"escape_dir")?;
-                let o = outcome_of(c.d.lookup(l.nodeid, b"secret"), |e| {
-                    format!("ino {}", e.attr.ino)
-                })?;
-                judged(o, must_fail)
-            }
+            |c| c.lookup_through_link(b"escape_dir")
         ),
         scenario!(
             "symlink-rel-escape",
             "host symlink escape_rel -> ../outside; LOOKUP escape_rel/secret",
-            |c| {
-                if let Some(s) = need_fixtures(c) {
-                    return Ok(s);
-                }
-                let l = c.node(b"escape_rel")?;
-                let o = outcome_of(c.d.lookup(l.nodeid, b"secret"), |e| {
-                    format!("ino {}", e.attr.ino)
-                })?;
-                judged(o, must_fail)
-            }
+            |c| c.lookup_through_link(b"escape_rel")
         ),
         scenario!(
             "symlink-file-escape",
             "host symlink escape_file -> outside/secret; OPEN+READ it",
-            |c| {
-                if let Some(s) = need_fixtures(c) {
-                    return Ok(s);
-                }
+            |c| c.with_fixtures(|c, _| {
                 let l = c.node(b"escape_file")?;
-                match c.d.open(l.nodeid, libc::O_RDONLY as u32) {
-                    Err(e) => judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
-                    Ok(o) => {
-                        let data = c.d.read(l.nodeid, o.fh, 0, 4096);
-                        let _ = c.d.release(l.nodeid, o.fh, false);
-                        match data {
-                            Ok(b) if b.windows(SECRET.len()).any(|w| w == SECRET) => Ok((
-                                Outcome::Success("read the secret".into()),
-                                Verdict::Fail("followed a symlink out of the share".into()),
-                            )),
-                            Ok(b) => Ok((
-                                Outcome::Success(format!("{} bytes", b.len())),
-                                Verdict::Pass,
-                            )),
-                            Err(e) => judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
-                        }
-                    }
-                }
-            }
+                c.read_through_link(l.nodeid, "followed a symlink out of the share")
+            })
         ),
         scenario!(
             "guest-symlink-escape",
@@ -1264,35 +1269,12 @@ fn name_scenarios() -> Vec<Scenario> {
                 let _ = c.send_req(&r)?;
                 let l = match c.node(b"g_link") {
                     Ok(l) => l,
-                    Err(e) => return judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
+                    Err(e) => return refused(e),
                 };
-                let res = match c.d.open(l.nodeid, libc::O_RDONLY as u32) {
-                    Err(e) => judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
-                    Ok(o) => {
-                        let data = c.d.read(l.nodeid, o.fh, 0, 4096);
-                        let _ = c.d.release(l.nodeid, o.fh, false);
-                        match data {
-                            Ok(b)
-                                if !b.is_empty()
-                                    && b.windows(SECRET.len()).any(|w| w == SECRET) =>
-                            {
-                                Ok((
-                                    Outcome::Success("read the secret".into()),
-                                    Verdict::Fail(
-                                        "followed a guest symlink out of the share".into(),
-                                    ),
-                                ))
-                            }
-                            Ok(b) => Ok((
-                                Outcome::Success(format!("{} bytes", b.len())),
-                                Verdict::Pass,
-                            )),
-                            Err(e) => judged(outcome_of::<()>(Err(e), |_| String::new())?, any),
-                        }
-                    }
-                };
+                let res =
+                    c.read_through_link(l.nodeid, "followed a guest symlink out of the share")?;
                 let _ = c.d.unlink(abi::ROOT_ID, b"g_link");
-                res
+                Ok(res)
             }
         ),
         scenario!(
@@ -1302,24 +1284,16 @@ fn name_scenarios() -> Vec<Scenario> {
                 let a = abi::LinkIn {
                     oldnodeid: 0xdead_beef,
                 };
-                let r = c.req(
-                    abi::opcode::LINK,
-                    abi::ROOT_ID,
-                    &[a.as_bytes(), b"linked\0"],
-                );
-                judged(c.send_req(&r)?, must_fail)
+                let args: &[&[u8]] = &[a.as_bytes(), b"linked\0"];
+                c.request_judged(must_fail, abi::opcode::LINK, abi::ROOT_ID, args)
             }
         ),
         scenario!("rename-missing-newname", "RENAME with only one name", |c| {
             let a = abi::RenameIn {
                 newdir: abi::ROOT_ID,
             };
-            let r = c.req(
-                abi::opcode::RENAME,
-                abi::ROOT_ID,
-                &[a.as_bytes(), b"hello\0"],
-            );
-            judged(c.send_req(&r)?, must_fail)
+            let args: &[&[u8]] = &[a.as_bytes(), b"hello\0"];
+            c.request_judged(must_fail, abi::opcode::RENAME, abi::ROOT_ID, args)
         }),
     ]
 }
@@ -1329,93 +1303,37 @@ fn size_scenarios() -> Vec<Scenario> {
         scenario!(
             "read-size-huge",
             "READ of 4 GiB-1 bytes with a 256-byte reply buffer",
-            |c| {
-                let e = c.node(b"hello")?;
-                let o = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
-                let a = abi::ReadIn {
-                    fh: o.fh,
-                    size: u32::MAX,
-                    ..Default::default()
-                };
-                let r = c.req(abi::opcode::READ, e.nodeid, &[a.as_bytes()]);
-                let out = c.send_req(&r)?;
-                let _ = c.d.release(e.nodeid, o.fh, false);
-                judged(out, any)
-            }
+            |c| c.read_claiming(
+                Handle::Hello(libc::O_RDONLY),
+                abi::opcode::READ,
+                0,
+                u32::MAX
+            )
         ),
         scenario!(
             "write-size-mismatch",
             "WRITE claiming 4 GiB-1 bytes, carrying 10",
-            |c| {
-                let e = c.node(b"hello")?;
-                let o = c.d.open(e.nodeid, libc::O_RDWR as u32)?;
-                let a = abi::WriteIn {
-                    fh: o.fh,
-                    offset: 1 << 20,
-                    size: u32::MAX,
-                    ..Default::default()
-                };
-                let r = c.req(abi::opcode::WRITE, e.nodeid, &[a.as_bytes(), &[b'x'; 10]]);
-                let out = c.send_req(&r)?;
-                let _ = c.d.release(e.nodeid, o.fh, false);
-                judged(out, must_fail)
-            }
+            |c| c.write_claiming(1 << 20, u32::MAX)
         ),
         scenario!(
             "write-size-larger-than-data",
             "WRITE claiming 4096 bytes, carrying 10",
-            |c| {
-                let e = c.node(b"hello")?;
-                let o = c.d.open(e.nodeid, libc::O_RDWR as u32)?;
-                let a = abi::WriteIn {
-                    fh: o.fh,
-                    offset: 1 << 20,
-                    size: 4096,
-                    ..Default::default()
-                };
-                let r = c.req(abi::opcode::WRITE, e.nodeid, &[a.as_bytes(), &[b'x'; 10]]);
-                let out = c.send_req(&r)?;
-                let _ = c.d.release(e.nodeid, o.fh, false);
-                judged(out, must_fail)
-            }
+            |c| c.write_claiming(1 << 20, 4096)
         ),
         scenario!("write-offset-huge", "WRITE at offset 2^63-5", |c| {
-            let e = c.node(b"hello")?;
-            let o = c.d.open(e.nodeid, libc::O_RDWR as u32)?;
-            let a = abi::WriteIn {
-                fh: o.fh,
-                offset: i64::MAX as u64 - 4,
-                size: 10,
-                ..Default::default()
-            };
-            let r = c.req(abi::opcode::WRITE, e.nodeid, &[a.as_bytes(), &[b'x'; 10]]);
-            let out = c.send_req(&r)?;
-            let _ = c.d.release(e.nodeid, o.fh, false);
-            judged(out, must_fail)
+            c.write_claiming(i64::MAX as u64 - 4, 10)
         }),
         scenario!(
             "getxattr-size-huge",
             "GETXATTR user.x with size 4 GiB-1",
             |c| {
-                let a = abi::GetxattrIn {
-                    size: u32::MAX,
-                    padding: 0,
-                };
-                let r = c.req(
-                    abi::opcode::GETXATTR,
-                    abi::ROOT_ID,
-                    &[a.as_bytes(), b"user.x\0"],
-                );
-                judged(c.send_req(&r)?, any)
+                let args: &[&[u8]] = &[XATTR_SIZE_HUGE.as_bytes(), b"user.x\0"];
+                c.request_judged(any, abi::opcode::GETXATTR, abi::ROOT_ID, args)
             }
         ),
         scenario!("listxattr-size-huge", "LISTXATTR with size 4 GiB-1", |c| {
-            let a = abi::GetxattrIn {
-                size: u32::MAX,
-                padding: 0,
-            };
-            let r = c.req(abi::opcode::LISTXATTR, abi::ROOT_ID, &[a.as_bytes()]);
-            judged(c.send_req(&r)?, any)
+            let args: &[&[u8]] = &[XATTR_SIZE_HUGE.as_bytes()];
+            c.request_judged(any, abi::opcode::LISTXATTR, abi::ROOT_ID, args)
         }),
         scenario!(
             "setxattr-size-mismatch",
@@ -1425,42 +1343,17 @@ fn size_scenarios() -> Vec<Scenario> {
                     size: u32::MAX,
                     ..Default::default()
                 };
-                let r = c.req(
-                    abi::opcode::SETXATTR,
-                    abi::ROOT_ID,
-                    &[&a.as_bytes()[..8], b"user.x\0", b"abcd"],
-                );
-                judged(c.send_req(&r)?, must_fail)
+                let args: &[&[u8]] = &[&a.as_bytes()[..8], b"user.x\0", b"abcd"];
+                c.request_judged(must_fail, abi::opcode::SETXATTR, abi::ROOT_ID, args)
             }
         ),
         scenario!(
             "readdir-size-huge",
             "READDIR of 4 GiB-1 bytes with a 256-byte reply buffer",
-            |c| {
-                let o = c.d.opendir(abi::ROOT_ID)?;
-                let a = abi::ReadIn {
-                    fh: o.fh,
-                    size: u32::MAX,
-                    ..Default::default()
-                };
-                let r = c.req(abi::opcode::READDIR, abi::ROOT_ID, &[a.as_bytes()]);
-                let out = c.send_req(&r)?;
-                let _ = c.d.release(abi::ROOT_ID, o.fh, true);
-                judged(out, any)
-            }
+            |c| c.read_claiming(Handle::RootDir, abi::opcode::READDIR, 0, u32::MAX)
         ),
         scenario!("readdir-offset-forged", "READDIR from offset 2^63", |c| {
-            let o = c.d.opendir(abi::ROOT_ID)?;
-            let a = abi::ReadIn {
-                fh: o.fh,
-                offset: 1 << 63,
-                size: 4096,
-                ..Default::default()
-            };
-            let r = c.req(abi::opcode::READDIR, abi::ROOT_ID, &[a.as_bytes()]);
-            let out = c.send_req(&r)?;
-            let _ = c.d.release(abi::ROOT_ID, o.fh, true);
-            judged(out, any)
+            c.read_claiming(Handle::RootDir, abi::opcode::READDIR, 1 << 63, 4096)
         }),
         scenario!(
             "batch-forget-count-huge",
@@ -1474,12 +1367,11 @@ fn size_scenarios() -> Vec<Scenario> {
                     nodeid: 0xdead_beef,
                     nlookup: 1,
                 };
-                let r = c.req(
+                c.hiprio_judged(
                     abi::opcode::BATCH_FORGET,
                     0,
                     &[a.as_bytes(), one.as_bytes()],
-                );
-                judged(c.send_hiprio(&r)?, any)
+                )
             }
         ),
         scenario!(
@@ -1500,8 +1392,7 @@ fn size_scenarios() -> Vec<Scenario> {
                         .as_bytes(),
                     );
                 }
-                let r = c.req(abi::opcode::BATCH_FORGET, 0, &[a.as_bytes(), &body]);
-                judged(c.send_hiprio(&r)?, any)
+                c.hiprio_judged(abi::opcode::BATCH_FORGET, 0, &[a.as_bytes(), &body])
             }
         ),
         scenario!(
@@ -1509,8 +1400,7 @@ fn size_scenarios() -> Vec<Scenario> {
             "FORGET the root with nlookup 2^64-1 (hiprio)",
             |c| {
                 let a = abi::ForgetIn { nlookup: u64::MAX };
-                let r = c.req(abi::opcode::FORGET, abi::ROOT_ID, &[a.as_bytes()]);
-                judged(c.send_hiprio(&r)?, any)
+                c.hiprio_judged(abi::opcode::FORGET, abi::ROOT_ID, &[a.as_bytes()])
             }
         ),
         scenario!(
@@ -1523,8 +1413,7 @@ fn size_scenarios() -> Vec<Scenario> {
                 let _ = c.send_hiprio(&r)?;
                 // Give the hiprio queue a moment; the stale node must now fail or still work, never crash.
                 std::thread::sleep(Duration::from_millis(20));
-                let o = outcome_of(c.d.getattr(e.nodeid), |_| String::new())?;
-                judged(o, any)
+                result_judged(c.d.getattr(e.nodeid), |_| String::new(), any)
             }
         ),
         scenario!(
@@ -1532,8 +1421,7 @@ fn size_scenarios() -> Vec<Scenario> {
             "FORGET sent on the request queue",
             |c| {
                 let a = abi::ForgetIn { nlookup: 1 };
-                let r = c.req(abi::opcode::FORGET, 0xdead_beef, &[a.as_bytes()]);
-                judged(c.send_req(&r)?, any)
+                c.request_judged(any, abi::opcode::FORGET, 0xdead_beef, &[a.as_bytes()])
             }
         ),
         scenario!(
@@ -1541,8 +1429,7 @@ fn size_scenarios() -> Vec<Scenario> {
             "GETATTR sent on the hiprio queue",
             |c| {
                 let r = c.getattr_req();
-                let ch = ChainBuilder::new().readable(&r).writable(SMALL_REPLY);
-                judged(c.send(HIPRIO_QUEUE, &ch)?, any)
+                judged(c.send(HIPRIO_QUEUE, &request_chain(&r))?, any)
             }
         ),
         scenario!(
@@ -1552,38 +1439,31 @@ fn size_scenarios() -> Vec<Scenario> {
                 let a = abi::InterruptIn {
                     unique: 0xdead_beef,
                 };
-                let r = c.req(abi::opcode::INTERRUPT, 0, &[a.as_bytes()]);
-                judged(c.send_req(&r)?, any)
+                c.request_judged(any, abi::opcode::INTERRUPT, 0, &[a.as_bytes()])
             }
         ),
         scenario!("lseek-bad-whence", "LSEEK with whence 99", |c| {
-            let e = c.node(b"hello")?;
-            let o = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
-            let a = abi::LseekIn {
-                fh: o.fh,
-                offset: 0,
-                whence: 99,
-                padding: 0,
-            };
-            let r = c.req(abi::opcode::LSEEK, e.nodeid, &[a.as_bytes()]);
-            let out = c.send_req(&r)?;
-            let _ = c.d.release(e.nodeid, o.fh, false);
-            judged(out, must_fail)
+            c.handle_judged(Handle::Hello(libc::O_RDONLY), must_fail, |c, nodeid, fh| {
+                let a = abi::LseekIn {
+                    fh,
+                    offset: 0,
+                    whence: 99,
+                    padding: 0,
+                };
+                c.req(abi::opcode::LSEEK, nodeid, &[a.as_bytes()])
+            })
         }),
         scenario!("fallocate-huge", "FALLOCATE of 2^62 bytes", |c| {
-            let e = c.node(b"hello")?;
-            let o = c.d.open(e.nodeid, libc::O_RDWR as u32)?;
-            let a = abi::FallocateIn {
-                fh: o.fh,
-                offset: 0,
-                length: 1 << 62,
-                mode: 0,
-                padding: 0,
-            };
-            let r = c.req(abi::opcode::FALLOCATE, e.nodeid, &[a.as_bytes()]);
-            let out = c.send_req(&r)?;
-            let _ = c.d.release(e.nodeid, o.fh, false);
-            judged(out, must_fail)
+            c.handle_judged(Handle::Hello(libc::O_RDWR), must_fail, |c, nodeid, fh| {
+                let a = abi::FallocateIn {
+                    fh,
+                    offset: 0,
+                    length: 1 << 62,
+                    mode: 0,
+                    padding: 0,
+                };
+                c.req(abi::opcode::FALLOCATE, nodeid, &[a.as_bytes()])
+            })
         }),
     ]
 }
@@ -1595,10 +1475,8 @@ fn handle_scenarios() -> Vec<Scenario> {
             "READ hello with file handle 0xdeadbeef",
             |c| {
                 let e = c.node(b"hello")?;
-                let o = outcome_of(c.d.read(e.nodeid, 0xdead_beef, 0, 100), |b| {
-                    format!("{} bytes", b.len())
-                })?;
-                judged(o, must_fail)
+                let r = c.d.read(e.nodeid, 0xdead_beef, 0, 100);
+                result_judged(r, |b| format!("{} bytes", b.len()), must_fail)
             }
         ),
         scenario!(
@@ -1606,42 +1484,34 @@ fn handle_scenarios() -> Vec<Scenario> {
             "WRITE hello with file handle 0xdeadbeef",
             |c| {
                 let e = c.node(b"hello")?;
-                let o = outcome_of(c.d.write(e.nodeid, 0xdead_beef, 0, b"pwned"), |n| {
-                    format!("{n} bytes")
-                })?;
-                judged(o, must_fail)
+                let r = c.d.write(e.nodeid, 0xdead_beef, 0, b"pwned");
+                result_judged(r, |n| format!("{n} bytes"), must_fail)
             }
         ),
         scenario!(
             "release-forged-fh",
             "RELEASE of file handle 0xdeadbeef",
             |c| {
-                let o = outcome_of(c.d.release(abi::ROOT_ID, 0xdead_beef, false), |_| {
-                    String::new()
-                })?;
-                judged(o, any)
+                let r = c.d.release(abi::ROOT_ID, 0xdead_beef, false);
+                result_judged(r, |_| String::new(), any)
             }
         ),
         scenario!(
             "readdir-forged-fh",
             "READDIR with directory handle 0xdeadbeef",
             |c| {
-                let o = outcome_of(c.d.readdir(abi::ROOT_ID, 0xdead_beef, 0, 4096), |v| {
-                    format!("{} entries", v.len())
-                })?;
-                judged(o, must_fail)
+                let r = c.d.readdir(abi::ROOT_ID, 0xdead_beef, 0, 4096);
+                result_judged(r, |v| format!("{} entries", v.len()), must_fail)
             }
         ),
         scenario!(
             "readdir-with-file-fh",
             "READDIR of the root using a regular file's handle",
             |c| {
-                let e = c.node(b"hello")?;
-                let f = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
-                let o = outcome_of(c.d.readdir(abi::ROOT_ID, f.fh, 0, 4096), |v| {
-                    format!("{} entries", v.len())
+                let o = c.with_handle(Handle::Hello(libc::O_RDONLY), |c, _, fh| {
+                    let r = c.d.readdir(abi::ROOT_ID, fh, 0, 4096);
+                    outcome_of(r, |v| format!("{} entries", v.len()))
                 })?;
-                let _ = c.d.release(e.nodeid, f.fh, false);
                 judged(o, any)
             }
         ),
@@ -1653,16 +1523,14 @@ fn handle_scenarios() -> Vec<Scenario> {
                 let f = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
                 c.d.release(e.nodeid, f.fh, false)?;
                 let _ = c.d.release(e.nodeid, f.fh, false);
-                let o = outcome_of(c.d.read(e.nodeid, f.fh, 0, 100), |b| {
-                    format!("{} bytes", b.len())
-                })?;
-                judged(o, must_fail)
+                let r = c.d.read(e.nodeid, f.fh, 0, 100);
+                result_judged(r, |b| format!("{} bytes", b.len()), must_fail)
             }
         ),
     ]
 }
 
-fn cross_region(c: &mut Ctx) -> Result<(Outcome, Verdict)> {
+fn cross_region(c: &mut Ctx) -> Judged {
     let Some(&b) = c.d.mem().boundaries().first() else {
         return Ok((
             Outcome::Skipped("guest memory is a single region".into()),
@@ -1685,20 +1553,7 @@ fn cross_region(c: &mut Ctx) -> Result<(Outcome, Verdict)> {
     // 3. READ data straddles it and must arrive intact.
     let mut data_ok = true;
     if c.fx.is_some() {
-        let e = c.node(b"hello")?;
-        let o = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
-        let a = abi::ReadIn {
-            fh: o.fh,
-            size: 4096,
-            ..Default::default()
-        };
-        let r = c.req(abi::opcode::READ, e.nodeid, &[a.as_bytes()]);
-        let ch = ChainBuilder::new()
-            .readable(&r)
-            .writable_at(b - 16 - 7, 16 + 7 + 100);
-        let head = c.d.submit(REQUEST_QUEUE, &ch)?;
-        let done = c.d.wait(REQUEST_QUEUE, head, Duration::from_secs(5))?;
-        let _ = c.d.release(e.nodeid, o.fh, false);
+        let done = c.read_hello_into(|ch| ch.writable_at(b - 16 - 7, 16 + 7 + 100))?;
         let o = match done.map(|d| Reply::parse(&d)) {
             Some(Ok(r)) if r.header.error == 0 => {
                 data_ok = r.payload == HELLO;
@@ -1733,6 +1588,28 @@ fn cross_region(c: &mut Ctx) -> Result<(Outcome, Verdict)> {
     Ok((Outcome::Success(summary), v))
 }
 
+/// READ of `hello` into writable buffers of 16, 1, 2, 3, 5, 8, 13, 21 and 200 bytes: the
+/// data must arrive intact.
+fn read_scattered(c: &mut Ctx) -> Judged {
+    let done = c.read_hello_into(|ch| ch.writable_split(&[16, 1, 2, 3, 5, 8, 13, 21, 200]))?;
+    let Some(done) = done else {
+        return Ok((Outcome::Dropped, Verdict::Fail("READ not answered".into())));
+    };
+    let rep = Reply::parse(&done)?;
+    if rep.header.error < 0 {
+        return Ok((
+            Outcome::Errno(-rep.header.error),
+            Verdict::Fail("READ failed".into()),
+        ));
+    }
+    let v = if rep.payload == HELLO {
+        Verdict::Pass
+    } else {
+        Verdict::Fail(format!("read {:?}", String::from_utf8_lossy(&rep.payload)))
+    };
+    Ok((Outcome::Success(format!("{} bytes", rep.payload.len())), v))
+}
+
 fn data_scenarios() -> Vec<Scenario> {
     vec![
         scenario!(
@@ -1743,86 +1620,44 @@ fn data_scenarios() -> Vec<Scenario> {
         scenario!(
             "request-one-byte-descriptors",
             "valid GETATTR with every request byte in its own descriptor",
-            |c| {
-                let r = c.getattr_req();
+            |c| c.getattr_judged(must_succeed, |_, r| {
                 let cuts: Vec<usize> = (1..r.len()).collect();
-                let ch = ChainBuilder::new()
-                    .readable_split(&r, &cuts)
-                    .writable(SMALL_REPLY);
-                judged(c.send(REQUEST_QUEUE, &ch)?, must_succeed)
-            }
+                ChainBuilder::new()
+                    .readable_split(r, &cuts)
+                    .writable(SMALL_REPLY)
+            })
         ),
         scenario!(
             "reply-one-byte-descriptors",
             "valid GETATTR whose 120-byte reply lands in 120 one-byte descriptors",
-            |c| {
-                let r = c.getattr_req();
-                let ch = ChainBuilder::new().readable(&r).writable_split(&[1; 120]);
-                judged(c.send(REQUEST_QUEUE, &ch)?, must_succeed)
-            }
+            |c| c.getattr_judged(must_succeed, |_, r| {
+                ChainBuilder::new().readable(r).writable_split(&[1; 120])
+            })
         ),
         scenario!(
             "read-scattered",
             "READ hello into writable buffers of 16,1,2,3,5,8,13,21,200 bytes; data must match",
-            |c| {
-                if let Some(s) = need_fixtures(c) {
-                    return Ok(s);
-                }
-                let e = c.node(b"hello")?;
-                let o = c.d.open(e.nodeid, libc::O_RDONLY as u32)?;
-                let a = abi::ReadIn {
-                    fh: o.fh,
-                    size: 4096,
-                    ..Default::default()
-                };
-                let r = c.req(abi::opcode::READ, e.nodeid, &[a.as_bytes()]);
-                let ch = ChainBuilder::new()
-                    .readable(&r)
-                    .writable_split(&[16, 1, 2, 3, 5, 8, 13, 21, 200]);
-                let head = c.d.submit(REQUEST_QUEUE, &ch)?;
-                let done = c.d.wait(REQUEST_QUEUE, head, Duration::from_secs(5))?;
-                let _ = c.d.release(e.nodeid, o.fh, false);
-                let Some(done) = done else {
-                    return Ok((Outcome::Dropped, Verdict::Fail("READ not answered".into())));
-                };
-                let rep = Reply::parse(&done)?;
-                if rep.header.error < 0 {
-                    return Ok((
-                        Outcome::Errno(-rep.header.error),
-                        Verdict::Fail("READ failed".into()),
-                    ));
-                }
-                let v = if rep.payload == HELLO {
-                    Verdict::Pass
-                } else {
-                    Verdict::Fail(format!("read {:?}", String::from_utf8_lossy(&rep.payload)))
-                };
-                Ok((Outcome::Success(format!("{} bytes", rep.payload.len())), v))
-            }
+            |c| c.with_fixtures(|c, _| read_scattered(c))
         ),
         scenario!(
             "write-scattered",
             "WRITE 26 bytes given one byte per descriptor; host file must match",
-            |c| {
-                let Some(fx) = c.fx.cloned() else {
-                    return Ok((Outcome::Skipped("no host fixtures".into()), Verdict::Pass));
-                };
-                let e = c.node(b"hello")?;
-                let o = c.d.open(e.nodeid, libc::O_RDWR as u32)?;
+            |c| c.with_fixtures(|c, fx| {
                 let data = b"abcdefghijklmnopqrstuvwxyz";
-                let a = abi::WriteIn {
-                    fh: o.fh,
-                    offset: 0,
-                    size: data.len() as u32,
-                    ..Default::default()
-                };
-                let r = c.req(abi::opcode::WRITE, e.nodeid, &[a.as_bytes(), data]);
-                let cuts: Vec<usize> = (40..r.len()).collect();
-                let ch = ChainBuilder::new()
-                    .readable_split(&r, &cuts)
-                    .writable(SMALL_REPLY);
-                let out = c.send(REQUEST_QUEUE, &ch)?;
-                let _ = c.d.release(e.nodeid, o.fh, false);
+                let out = c.with_handle(Handle::Hello(libc::O_RDWR), |c, nodeid, fh| {
+                    let a = abi::WriteIn {
+                        fh,
+                        offset: 0,
+                        size: data.len() as u32,
+                        ..Default::default()
+                    };
+                    let r = c.req(abi::opcode::WRITE, nodeid, &[a.as_bytes(), data]);
+                    let cuts: Vec<usize> = (40..r.len()).collect();
+                    let ch = ChainBuilder::new()
+                        .readable_split(&r, &cuts)
+                        .writable(SMALL_REPLY);
+                    c.send(REQUEST_QUEUE, &ch)
+                })?;
                 let host = fs::read(fx.shared.join("hello")).unwrap_or_default();
                 let v = match &out {
                     Outcome::Success(_) if host.starts_with(data) => Verdict::Pass,
@@ -1833,12 +1668,12 @@ fn data_scenarios() -> Vec<Scenario> {
                     other => Verdict::Fail(format!("well-formed WRITE not served: {other}")),
                 };
                 Ok((out, v))
-            }
+            })
         ),
     ]
 }
 
-fn toctou(c: &mut Ctx) -> Result<(Outcome, Verdict)> {
+fn toctou(c: &mut Ctx) -> Judged {
     let (gpa, _) = c.d.scratch();
     let u = c.d.next_unique();
     // Every variant is exactly 58 bytes, so only the contents race, not the chain length.
@@ -1981,10 +1816,7 @@ fn queue_scenarios() -> Vec<Scenario> {
                 let mut heads = Vec::with_capacity(n);
                 for _ in 0..n {
                     let r = c.getattr_req();
-                    heads.push(c.d.submit_nokick(
-                        REQUEST_QUEUE,
-                        &ChainBuilder::new().readable(&r).writable(SMALL_REPLY),
-                    )?);
+                    heads.push(c.d.submit_nokick(REQUEST_QUEUE, &request_chain(&r))?);
                 }
                 c.d.kick(REQUEST_QUEUE)?;
                 let mut answered = 0;
@@ -2225,11 +2057,8 @@ pub fn probe(d: &mut Driver) -> Health {
     if d.backend_hung_up() {
         return Health::Dead("vhost-user connection closed".into());
     }
-    let a = abi::GetattrIn::default();
-    let u = d.next_unique();
-    let r = encode(abi::opcode::GETATTR, u, abi::ROOT_ID, &[a.as_bytes()]);
-    let ch = ChainBuilder::new().readable(&r).writable(SMALL_REPLY);
-    match d.fuse_chain_timeout(REQUEST_QUEUE, &ch, PROBE_TIMEOUT) {
+    let r = getattr_root(d);
+    match d.fuse_chain_timeout(REQUEST_QUEUE, &request_chain(&r), PROBE_TIMEOUT) {
         Ok(r) if r.header.error < 0 => {
             let why = format!("GETATTR of the root -> {}", errno_short(-r.header.error));
             let _ = d.abandon_all(REQUEST_QUEUE);
@@ -2385,85 +2214,61 @@ fn hammer_chain(d: &mut Driver, k: u64) -> ChainBuilder {
     let end = d.mem().end();
     let ga = abi::GetattrIn::default();
     let getattr = encode(abi::opcode::GETATTR, u, abi::ROOT_ID, &[ga.as_bytes()]);
-    let w = SMALL_REPLY;
+    // A forged file handle for READ and WRITE.
+    let fh = 0xbad0_0000 + k;
     match k % 16 {
-        0 => ChainBuilder::new().readable_at(end + 4096, 56).writable(w),
-        1 => ChainBuilder::new().readable(&getattr[..20]).writable(w),
-        2 => ChainBuilder::new()
-            .readable(&encode(9999, u, 1, &[&[0; 8]]))
-            .writable(w),
-        3 => ChainBuilder::new()
-            .readable(&encode(
-                abi::opcode::GETATTR,
-                u,
-                0xdead_0000 + k,
-                &[ga.as_bytes()],
-            ))
-            .writable(w),
-        4 => ChainBuilder::new()
-            .readable(&encode(abi::opcode::LOOKUP, u, 1, &[b"sub/inner\0"]))
-            .writable(w),
-        5 => ChainBuilder::new()
-            .readable(&getattr)
-            .set_flags(0, VRING_DESC_F_NEXT)
-            .set_next(0, Next::Rel(0)),
-        6 => ChainBuilder::new().readable(&[]).writable(w),
+        0 => ChainBuilder::new()
+            .readable_at(end + 4096, 56)
+            .writable(SMALL_REPLY),
+        1 => request_chain(&getattr[..20]),
+        2 => request_chain(&encode(9999, u, 1, &[&[0; 8]])),
+        3 => request_chain(&encode(
+            abi::opcode::GETATTR,
+            u,
+            0xdead_0000 + k,
+            &[ga.as_bytes()],
+        )),
+        4 => request_chain(&encode(abi::opcode::LOOKUP, u, 1, &[b"sub/inner\0"])),
+        5 => next_to(&getattr, Next::Rel(0)),
+        6 => request_chain(&[]),
         7 => {
             let a = abi::ReadIn {
-                fh: 0xbad0_0000 + k,
+                fh,
                 size: 4096,
                 ..Default::default()
             };
-            ChainBuilder::new()
-                .readable(&encode(abi::opcode::READ, u, 1, &[a.as_bytes()]))
-                .writable(w)
+            request_chain(&encode(abi::opcode::READ, u, 1, &[a.as_bytes()]))
         }
-        8 => ChainBuilder::new()
-            .readable(&encode(abi::opcode::LOOKUP, u, 1, &[b"..\0"]))
-            .writable(w),
-        9 => ChainBuilder::new()
-            .readable(&encode(abi::opcode::LOOKUP, u, 1, &[b"hello\0"]))
-            .writable(w),
+        8 => request_chain(&encode(abi::opcode::LOOKUP, u, 1, &[b"..\0"])),
+        9 => request_chain(&encode(abi::opcode::LOOKUP, u, 1, &[b"hello\0"])),
         10 => ChainBuilder::new().raw_indirect(end + 8192, 48),
-        11 => ChainBuilder::new()
-            .readable(&encode_with_len(
-                abi::opcode::GETATTR,
-                u,
-                1,
-                u32::MAX,
-                &[ga.as_bytes()],
-            ))
-            .writable(w),
+        11 => request_chain(&encode_with_len(
+            abi::opcode::GETATTR,
+            u,
+            1,
+            u32::MAX,
+            &[ga.as_bytes()],
+        )),
         12 => {
             let a = abi::WriteIn {
-                fh: 0xbad0_0000 + k,
+                fh,
                 size: 4,
                 ..Default::default()
             };
-            ChainBuilder::new()
-                .readable(&encode(abi::opcode::WRITE, u, 1, &[a.as_bytes(), b"abcd"]))
-                .writable(w)
+            request_chain(&encode(abi::opcode::WRITE, u, 1, &[a.as_bytes(), b"abcd"]))
         }
         13 => {
             let a = abi::MkdirIn {
                 mode: 0o755,
                 umask: 0,
             };
-            ChainBuilder::new()
-                .readable(&encode(
-                    abi::opcode::MKDIR,
-                    u,
-                    1,
-                    &[a.as_bytes(), b"../escape\0"],
-                ))
-                .writable(w)
+            let args: &[&[u8]] = &[a.as_bytes(), b"../escape\0"];
+            request_chain(&encode(abi::opcode::MKDIR, u, 1, args))
         }
-        14 => ChainBuilder::new()
-            .readable(&encode(abi::opcode::LOOKUP, u, 1, &[&cname(&[b'n'; 300])]))
-            .writable(w),
+        14 => request_chain(&encode(abi::opcode::LOOKUP, u, 1, &[&cname(&[b'n'; 300])])),
         _ => ChainBuilder::new()
             .readable(&getattr)
-            .writable_at(end + 4096, w),
+            .writable_at(end + 4096, SMALL_REPLY),
     }
 }
 
@@ -2504,11 +2309,8 @@ pub fn hammer(d: &mut Driver, n: u64, batch: usize) -> Result<HammerStats> {
         d.submit(HIPRIO_QUEUE, &ChainBuilder::new().readable(&r))?;
         st.hiprio_sent += 1;
 
-        let u = d.next_unique();
-        let ga = abi::GetattrIn::default();
-        let r = encode(abi::opcode::GETATTR, u, abi::ROOT_ID, &[ga.as_bytes()]);
-        let probe = ChainBuilder::new().readable(&r).writable(SMALL_REPLY);
-        d.fuse_chain_timeout(REQUEST_QUEUE, &probe, PROBE_TIMEOUT)?
+        let r = getattr_root(d);
+        d.fuse_chain_timeout(REQUEST_QUEUE, &request_chain(&r), PROBE_TIMEOUT)?
             .ok()?;
         st.probes += 1;
         for h in heads {

@@ -94,12 +94,12 @@ impl QueueLayout {
 
     /// GPA of `avail->ring[idx % size]`.
     pub fn avail_slot_addr(&self, idx: u16) -> u64 {
-        self.avail + 4 + 2 * u64::from(idx % self.size)
+        ring_entry(self.avail, AVAIL_ENTRY, idx % self.size)
     }
 
     /// GPA of `avail->used_event` (EVENT_IDX).
     pub fn used_event_addr(&self) -> u64 {
-        self.avail + 4 + 2 * u64::from(self.size)
+        ring_entry(self.avail, AVAIL_ENTRY, self.size)
     }
 
     /// GPA of `used->idx`.
@@ -109,13 +109,24 @@ impl QueueLayout {
 
     /// GPA of `used->ring[idx % size]`.
     pub fn used_elem_addr(&self, idx: u16) -> u64 {
-        self.used + 4 + 8 * u64::from(idx % self.size)
+        ring_entry(self.used, USED_ENTRY, idx % self.size)
     }
 
     /// GPA of `used->avail_event` (EVENT_IDX).
     pub fn avail_event_addr(&self) -> u64 {
-        self.used + 4 + 8 * u64::from(self.size)
+        ring_entry(self.used, USED_ENTRY, self.size)
     }
+}
+
+/// Bytes of one `avail->ring` entry (a descriptor index).
+const AVAIL_ENTRY: u64 = 2;
+/// Bytes of one `used->ring` entry (id and len).
+const USED_ENTRY: u64 = 8;
+
+/// GPA of entry `i` of the ring at `ring` (after its `flags` and `idx` fields), with
+/// `entry`-byte entries. Entry `size` is the event field that follows the ring.
+fn ring_entry(ring: u64, entry: u64, i: u16) -> u64 {
+    ring + 4 + entry * u64::from(i)
 }
 
 /// One entry the device put in the used ring.
@@ -385,10 +396,14 @@ mod tests {
             flags: 3,
             next: 7,
         };
-        let b = d.to_bytes();
-        assert_eq!(&b[0..8], &0x1122334455667788u64.to_le_bytes());
-        assert_eq!(&b[12..14], &3u16.to_le_bytes());
-        assert_eq!(&b[14..16], &7u16.to_le_bytes());
+        let want: Vec<u8> = [
+            &0x1122334455667788u64.to_le_bytes()[..],
+            &0x99aabbccu32.to_le_bytes(),
+            &3u16.to_le_bytes(),
+            &7u16.to_le_bytes(),
+        ]
+        .concat();
+        assert_eq!(d.to_bytes().to_vec(), want);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`ZeroCopyWriter::write_from_file`] (`preadv` into the reply buffers).
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::BorrowedFd;
 
 /// Moves request payload bytes (WRITE data) straight into a host file.
@@ -157,16 +158,21 @@ impl ReplyWriter for VecWriter {
     }
 
     fn overwrite_at(&mut self, pos: usize, data: &[u8]) -> io::Result<()> {
-        let end = pos
-            .checked_add(data.len())
-            .ok_or(io::ErrorKind::InvalidInput)?;
-        let dst = self
-            .buf
-            .get_mut(pos..end)
-            .ok_or(io::ErrorKind::InvalidInput)?;
-        dst.copy_from_slice(data);
+        let range = overwrite_range(pos, data.len(), self.buf.len())?;
+        self.buf[range].copy_from_slice(data);
         Ok(())
     }
+}
+
+/// The bytes `pos..pos + len` that [`ReplyWriter::overwrite_at`] may overwrite in a reply of
+/// which `written` bytes were written so far. Fails with `InvalidInput` if the range overflows
+/// or reaches past those bytes.
+pub fn overwrite_range(pos: usize, len: usize, written: usize) -> io::Result<Range<usize>> {
+    let end = pos.checked_add(len).ok_or(io::ErrorKind::InvalidInput)?;
+    if end > written {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    Ok(pos..end)
 }
 
 fn pwrite_at(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<usize> {

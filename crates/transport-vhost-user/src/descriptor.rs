@@ -10,6 +10,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use vhostfs_server::io::overwrite_range;
 use vhostfs_server::{ReplyWriter, RequestReader, ZeroCopyReader, ZeroCopyWriter};
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::bitmap::{BitmapSlice, BS};
@@ -163,6 +164,15 @@ where
     Ok(slices)
 }
 
+/// Which way [`Cursor::file_io`] moves file data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileIo {
+    /// `pwritev`: from the guest buffers into the file (WRITE data).
+    Write,
+    /// `preadv`: from the file into the guest buffers (READ data).
+    Read,
+}
+
 /// A position in a list of guest memory slices.
 #[derive(Debug)]
 struct Cursor<'a, B> {
@@ -240,6 +250,59 @@ impl<'a, B: BitmapSlice> Cursor<'a, B> {
         }
     }
 
+    /// Moves up to `len` bytes between the buffers after the cursor and `fd` at `offset` (the
+    /// file's position is not used) with one `pwritev`/`preadv` call on iovecs that point
+    /// straight into guest memory, and moves the cursor past what was transferred. Returns
+    /// the number of bytes transferred; may be short.
+    fn file_io(
+        &mut self,
+        dir: FileIo,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
+        let off = file_offset(offset)?;
+        let len = len.min(self.remaining());
+        if len == 0 {
+            return Ok(0);
+        }
+        let (iovs, guards) = self.iovecs(len);
+        let cnt = libc::c_int::try_from(iovs.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let n = match dir {
+            FileIo::Write => {
+                // SAFETY: every iovec points into a `VolatileSlice` of guest memory that stays
+                // mapped for the cursor's lifetime `'a` (the caller holds the memory
+                // snapshot), and its length is within that slice. The kernel only reads from
+                // these buffers. The guards in `guards` keep the pointers valid until the call
+                // returns.
+                unsafe { libc::pwritev64(fd.as_raw_fd(), iovs.as_ptr(), cnt, off) }
+            }
+            FileIo::Read => {
+                // SAFETY: every iovec points into a `VolatileSlice` of guest memory that stays
+                // mapped for the cursor's lifetime `'a` (the caller holds the memory
+                // snapshot), and its length is within that slice, so the kernel writes only
+                // inside the chain's writable buffers. No Rust reference to that memory exists
+                // (it is only accessed through volatile slices). The guards keep the pointers
+                // valid until the call returns.
+                unsafe { libc::preadv64(fd.as_raw_fd(), iovs.as_ptr(), cnt, off) }
+            }
+        };
+        drop(guards);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = usize::try_from(n).map_err(|_| io::ErrorKind::InvalidData)?;
+        if dir == FileIo::Read {
+            // The kernel wrote behind the bitmap's back: record the dirtied bytes (for
+            // migration).
+            for chunk in self.chunks(n) {
+                chunk.bitmap().mark_dirty(0, chunk.len());
+            }
+        }
+        self.advance(n);
+        Ok(n)
+    }
+
     /// Builds iovecs for the next `len` bytes (at most [`MAX_IOVECS`] of them) and the pointer
     /// guards that keep them valid.
     fn iovecs(&self, len: usize) -> (Vec<libc::iovec>, Vec<PtrGuard>) {
@@ -312,25 +375,7 @@ impl<B: BitmapSlice> GuestReader<'_, B> {
 
 impl<B: BitmapSlice> ZeroCopyReader for GuestReader<'_, B> {
     fn read_to_file(&mut self, fd: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<usize> {
-        let off = file_offset(offset)?;
-        let len = len.min(self.cursor.remaining());
-        if len == 0 {
-            return Ok(0);
-        }
-        let (iovs, guards) = self.cursor.iovecs(len);
-        let cnt = libc::c_int::try_from(iovs.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-        // SAFETY: every iovec points into a `VolatileSlice` of guest memory that stays mapped
-        // for the reader's lifetime `'a` (the caller holds the memory snapshot), and its
-        // length is within that slice. The kernel only reads from these buffers. The guards
-        // in `guards` keep the pointers valid until the call returns.
-        let n = unsafe { libc::pwritev64(fd.as_raw_fd(), iovs.as_ptr(), cnt, off) };
-        drop(guards);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = usize::try_from(n).map_err(|_| io::ErrorKind::InvalidData)?;
-        self.cursor.advance(n);
-        Ok(n)
+        self.cursor.file_io(FileIo::Write, fd, offset, len)
     }
 }
 
@@ -365,30 +410,7 @@ impl<B: BitmapSlice> ZeroCopyWriter for GuestWriter<'_, B> {
         offset: u64,
         len: usize,
     ) -> io::Result<usize> {
-        let off = file_offset(offset)?;
-        let len = len.min(self.cursor.remaining());
-        if len == 0 {
-            return Ok(0);
-        }
-        let (iovs, guards) = self.cursor.iovecs(len);
-        let cnt = libc::c_int::try_from(iovs.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-        // SAFETY: every iovec points into a `VolatileSlice` of guest memory that stays mapped
-        // for the writer's lifetime `'a` (the caller holds the memory snapshot), and its length
-        // is within that slice, so the kernel writes only inside the chain's writable
-        // buffers. No Rust reference to that memory exists (it is only accessed through
-        // volatile slices). The guards keep the pointers valid until the call returns.
-        let n = unsafe { libc::preadv64(fd.as_raw_fd(), iovs.as_ptr(), cnt, off) };
-        drop(guards);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = usize::try_from(n).map_err(|_| io::ErrorKind::InvalidData)?;
-        // The kernel wrote behind the bitmap's back: record the dirtied bytes (for migration).
-        for chunk in self.cursor.chunks(n) {
-            chunk.bitmap().mark_dirty(0, chunk.len());
-        }
-        self.cursor.advance(n);
-        Ok(n)
+        self.cursor.file_io(FileIo::Read, fd, offset, len)
     }
 }
 
@@ -405,31 +427,31 @@ impl<B: BitmapSlice> ReplyWriter for GuestWriter<'_, B> {
         if data.len() > self.cursor.remaining() {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        let mut done = 0;
-        for chunk in self.cursor.chunks(data.len()) {
-            let end = done + chunk.len();
-            chunk.copy_from(&data[done..end]);
-            done = end;
-        }
+        let done = copy_into(self.cursor.chunks(data.len()), data);
         self.cursor.advance(done);
         Ok(())
     }
 
     fn overwrite_at(&mut self, pos: usize, data: &[u8]) -> io::Result<()> {
-        let end = pos
-            .checked_add(data.len())
-            .ok_or(io::ErrorKind::InvalidInput)?;
-        if end > self.cursor.pos {
-            return Err(io::ErrorKind::InvalidInput.into());
-        }
-        let mut done = 0;
-        for chunk in self.cursor.chunks_at(pos, data.len()) {
-            let end = done + chunk.len();
-            chunk.copy_from(&data[done..end]);
-            done = end;
-        }
+        overwrite_range(pos, data.len(), self.cursor.pos)?;
+        copy_into(self.cursor.chunks_at(pos, data.len()), data);
         Ok(())
     }
+}
+
+/// Copies the start of `data` into `chunks`, in order; returns how many bytes were copied.
+/// The chunks must cover at most `data.len()` bytes (as [`Cursor::chunks`] for that length).
+fn copy_into<'a, B: BitmapSlice>(
+    chunks: impl Iterator<Item = VolatileSlice<'a, B>>,
+    data: &[u8],
+) -> usize {
+    let mut done = 0;
+    for chunk in chunks {
+        let end = done + chunk.len();
+        chunk.copy_from(&data[done..end]);
+        done = end;
+    }
+    done
 }
 
 #[cfg(test)]
@@ -479,6 +501,26 @@ mod tests {
             done += n;
         }
         assert_eq!(done, data.len());
+    }
+
+    /// Fills the readable `descs` with `data` and returns a reader over them.
+    fn reader_over<'m>(
+        mem: &'m Mem,
+        descs: &[Descriptor],
+        data: &[u8],
+    ) -> GuestReader<'m, BS<'m, ()>> {
+        fill(mem, descs, data);
+        ChainBuffers::new(descs.iter().copied())
+            .unwrap()
+            .reader(mem)
+            .unwrap()
+    }
+
+    /// Reads everything left in `r`.
+    fn read_rest(r: &mut GuestReader<'_, BS<'_, ()>>) -> Vec<u8> {
+        let mut all = vec![0u8; r.remaining()];
+        r.read_exact(&mut all).unwrap();
+        all
     }
 
     /// Reads guest memory back over the writable descriptors `descs`.
@@ -538,8 +580,7 @@ mod tests {
         let mem = memory();
         let data = pattern(10);
         let descs = [rd(0x1000, 4), rd(0x2000, 6)];
-        fill(&mem, &descs, &data);
-        let mut r = ChainBuffers::new(descs).unwrap().reader(&mem).unwrap();
+        let mut r = reader_over(&mem, &descs, &data);
         let mut big = [0u8; 11];
         assert_eq!(
             r.read_exact(&mut big).unwrap_err().kind(),
@@ -576,12 +617,8 @@ mod tests {
             rd(0xdead_0000_0000, 0),
             rd(0x2000, 7),
         ];
-        fill(&mem, &descs, &data);
-        let bufs = ChainBuffers::new(descs).unwrap();
-        let mut r = bufs.reader(&mem).unwrap();
-        let mut all = [0u8; 12];
-        r.read_exact(&mut all).unwrap();
-        assert_eq!(&all[..], &data[..]);
+        let mut r = reader_over(&mem, &descs, &data);
+        assert_eq!(read_rest(&mut r), data);
         // A zero-length read is always fine.
         r.read_exact(&mut []).unwrap();
         let mut w = ChainBuffers::new([wr(0xdead_0000, 0)])
@@ -637,12 +674,8 @@ mod tests {
         let mem = memory();
         let data = pattern(100);
         let descs = [rd(REGION - 30, 100)];
-        fill(&mem, &descs, &data);
-        let bufs = ChainBuffers::new(descs).unwrap();
-        let mut r = bufs.reader(&mem).unwrap();
-        let mut all = [0u8; 100];
-        r.read_exact(&mut all).unwrap();
-        assert_eq!(&all[..], &data[..]);
+        let mut r = reader_over(&mem, &descs, &data);
+        assert_eq!(read_rest(&mut r), data);
 
         let wdescs = [wr(REGION - 10, 50)];
         let mut w = ChainBuffers::new(wdescs).unwrap().writer(&mem).unwrap();
@@ -725,8 +758,7 @@ mod tests {
         let mem = memory();
         let data = pattern(6000);
         let descs = [rd(0x1000, 10), rd(0x5000, 1000), rd(REGION - 100, 4990)];
-        fill(&mem, &descs, &data);
-        let mut r = ChainBuffers::new(descs).unwrap().reader(&mem).unwrap();
+        let mut r = reader_over(&mem, &descs, &data);
         let mut header = [0u8; 16];
         r.read_exact(&mut header).unwrap();
         let mut file = tempfile::tempfile().unwrap();

@@ -2,7 +2,7 @@
 //! real socket.
 
 use std::os::unix::net::UnixListener;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,13 @@ fn memory() -> Mem {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
 }
 
+/// A request server over [`NullFs`].
+fn null_server() -> Arc<Server<NullFs>> {
+    Arc::new(Server::new(NullFs, ServerOptions::default()))
+}
+
 fn backend(pool: usize, mem: &AtomicMem) -> FsBackend<NullFs> {
-    let server = Arc::new(Server::new(NullFs, ServerOptions::default()));
+    let server = null_server();
     let config = DeviceConfig {
         tag: Some("myfs".into()),
         max_request_queues: 4,
@@ -55,6 +60,18 @@ fn vring_for(mem: &AtomicMem, queue: &MockSplitQueue<'_, Mem>) -> Vring {
     vring.set_queue_ready(true);
     vring.set_enabled(true);
     vring
+}
+
+/// A device that `make` builds over `mem` (shared the way the backend sees guest memory),
+/// and a ready vring over the mock queue's rings.
+fn device_over<T>(
+    mem: &Mem,
+    queue: &MockSplitQueue<'_, Mem>,
+    make: impl FnOnce(&AtomicMem) -> T,
+) -> (T, Vring) {
+    let atomic = GuestMemoryAtomic::new(mem.clone());
+    let device = make(&atomic);
+    (device, vring_for(&atomic, queue))
 }
 
 /// A FUSE INIT request (header + fuse_init_in) with the given unique id.
@@ -137,25 +154,43 @@ fn check_used(mem: &Mem, used: &[(u32, u32)], heads: &[u16]) {
     }
 }
 
+/// Delivers a kick of `vring`, device queue `queue_index` (its worker thread's only queue),
+/// to `backend`.
+fn kick<F: FileSystem + Send + Sync + 'static>(
+    backend: &FsBackend<F>,
+    vring: &Vring,
+    queue_index: usize,
+) {
+    backend
+        .handle_event(
+            0,
+            vmm_sys_util::epoll::EventSet::IN,
+            std::slice::from_ref(vring),
+            queue_index,
+        )
+        .unwrap();
+}
+
+/// Waits up to `within` for `queue`'s used ring to hold `n` entries; `what` says what did not
+/// happen otherwise.
+fn wait_used(queue: &MockSplitQueue<'_, Mem>, n: usize, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while used_entries(queue).len() < n {
+        assert!(Instant::now() < deadline, "{what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn queue_worker_completes_every_chain() {
     for event_idx in [false, true] {
         let mem = memory();
-        let atomic = GuestMemoryAtomic::new(mem.clone());
-        let backend = backend(0, &atomic);
-        backend.set_event_idx(event_idx);
         let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
-        let vring = vring_for(&atomic, &queue);
+        let (backend, vring) = device_over(&mem, &queue, |m| backend(0, m));
+        backend.set_event_idx(event_idx);
         vring.set_queue_event_idx(event_idx);
         let heads = add_chains(&mem, &queue);
-        backend
-            .handle_event(
-                0,
-                vmm_sys_util::epoll::EventSet::IN,
-                std::slice::from_ref(&vring),
-                1,
-            )
-            .unwrap();
+        kick(&backend, &vring, 1);
         let used = used_entries(&queue);
         // Inline processing completes in order.
         assert_eq!(
@@ -165,47 +200,32 @@ fn queue_worker_completes_every_chain() {
         );
         check_used(&mem, &used, &heads);
         // Nothing left: another kick is a no-op.
-        backend
-            .handle_event(0, vmm_sys_util::epoll::EventSet::IN, &[vring], 1)
-            .unwrap();
+        kick(&backend, &vring, 1);
         assert_eq!(used_entries(&queue).len(), 3);
     }
 }
 
-#[test]
-fn pool_completes_every_chain() {
+/// Queues [`add_chains`] on device queue `queue_index` of a backend with a pool of `pool`
+/// threads, kicks it, and checks that every chain was used within `within`.
+fn completes_every_chain(pool: usize, queue_index: usize, within: Duration) {
     let mem = memory();
-    let atomic = GuestMemoryAtomic::new(mem.clone());
-    let backend = backend(2, &atomic);
     let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
-    let vring = vring_for(&atomic, &queue);
+    let (backend, vring) = device_over(&mem, &queue, |m| backend(pool, m));
     let heads = add_chains(&mem, &queue);
-    backend
-        .handle_event(0, vmm_sys_util::epoll::EventSet::IN, &[vring], 2)
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while used_entries(&queue).len() < heads.len() {
-        assert!(
-            Instant::now() < deadline,
-            "pool did not complete the chains"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
+    kick(&backend, &vring, queue_index);
+    wait_used(&queue, heads.len(), within, "the chains were not completed");
     check_used(&mem, &used_entries(&queue), &heads);
 }
 
 #[test]
+fn pool_completes_every_chain() {
+    completes_every_chain(2, 2, Duration::from_secs(10));
+}
+
+#[test]
 fn hiprio_queue_is_served_inline() {
-    let mem = memory();
-    let atomic = GuestMemoryAtomic::new(mem.clone());
-    let backend = backend(2, &atomic);
-    let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
-    let vring = vring_for(&atomic, &queue);
-    let heads = add_chains(&mem, &queue);
-    backend
-        .handle_event(0, vmm_sys_util::epoll::EventSet::IN, &[vring], 0)
-        .unwrap();
-    check_used(&mem, &used_entries(&queue), &heads);
+    // Inline: every chain is used by the time the kick was handled, without any wait.
+    completes_every_chain(2, 0, Duration::ZERO);
 }
 
 #[test]
@@ -262,27 +282,57 @@ fn config_validation() {
     }
 }
 
-#[test]
-fn serve_talks_vhost_user_and_returns_ok_on_disconnect() {
+/// A [`serve`] thread (over [`NullFs`]) and a frontend connected to it that negotiated every
+/// feature and protocol feature the daemon offered.
+struct Session {
+    frontend: Frontend,
+    features: u64,
+    proto: VhostUserProtocolFeatures,
+    daemon: thread::JoinHandle<Result<(), crate::Error>>,
+    /// Holds the socket; removed on drop.
+    _dir: tempfile::TempDir,
+}
+
+/// Runs [`serve`] with `config` on a fresh socket in a thread, and connects a frontend to it
+/// that asks for `queues` queues and accepts all the features it is offered.
+fn serve_and_negotiate(config: DeviceConfig, queues: u64) -> Session {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vfs.sock");
     let listener = UnixListener::bind(&path).unwrap();
-    let server = Arc::new(Server::new(NullFs, ServerOptions::default()));
+    let server = null_server();
+    let daemon = thread::spawn(move || serve(server, listener, config));
+
+    let mut frontend = Frontend::connect(&path, queues).unwrap();
+    frontend.set_owner().unwrap();
+    let features = frontend.get_features().unwrap();
+    frontend.set_features(features).unwrap();
+    let proto = frontend.get_protocol_features().unwrap();
+    frontend.set_protocol_features(proto).unwrap();
+    Session {
+        frontend,
+        features,
+        proto,
+        daemon,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn serve_talks_vhost_user_and_returns_ok_on_disconnect() {
     let config = DeviceConfig {
         tag: Some("myfs".into()),
         max_request_queues: 4,
         ..DeviceConfig::default()
     };
-    let daemon = thread::spawn(move || serve(server, listener, config));
-
-    let mut frontend = Frontend::connect(&path, 5).unwrap();
-    frontend.set_owner().unwrap();
-    let features = frontend.get_features().unwrap();
+    let Session {
+        mut frontend,
+        features,
+        proto,
+        daemon,
+        _dir,
+    } = serve_and_negotiate(config, 5);
     assert_ne!(features & (1 << 32), 0);
-    frontend.set_features(features).unwrap();
-    let proto = frontend.get_protocol_features().unwrap();
     assert!(proto.contains(VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::CONFIG));
-    frontend.set_protocol_features(proto).unwrap();
     assert_eq!(frontend.get_queue_num().unwrap(), 5);
     let (_, payload) = frontend
         .get_config(0, 40, VhostUserConfigFlags::WRITABLE, &[0u8; 40])
@@ -306,17 +356,16 @@ fn serve_talks_vhost_user_and_returns_ok_on_disconnect() {
 fn serve_refuses_bad_config() {
     let dir = tempfile::tempdir().unwrap();
     let listener = UnixListener::bind(dir.path().join("s")).unwrap();
-    let server = Arc::new(Server::new(NullFs, ServerOptions::default()));
     let config = DeviceConfig {
         max_request_queues: 0,
         ..DeviceConfig::default()
     };
-    assert!(serve(server, listener, config).is_err());
+    assert!(serve(null_server(), listener, config).is_err());
 }
 
 /// A file system whose blocking SETLK waits until the test says so.
 struct BlockingLockFs {
-    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    release: Mutex<mpsc::Receiver<()>>,
 }
 
 impl FileSystem for BlockingLockFs {
@@ -339,43 +388,35 @@ impl FileSystem for BlockingLockFs {
     }
 }
 
-fn header(len: u32, opcode: u32, unique: u64, nodeid: u64) -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend_from_slice(&len.to_le_bytes());
-    h.extend_from_slice(&opcode.to_le_bytes());
-    h.extend_from_slice(&unique.to_le_bytes());
-    h.extend_from_slice(&nodeid.to_le_bytes());
-    h.extend_from_slice(&[0u8; 16]);
-    h
-}
-
-#[test]
-fn blocking_lock_does_not_stall_its_queue() {
-    let mem = memory();
-    let atomic = GuestMemoryAtomic::new(mem.clone());
-    let (release, rx) = std::sync::mpsc::channel();
+/// A device over a [`BlockingLockFs`], and the sender that lets its blocked SETLKW return.
+fn blocking_backend(mem: &AtomicMem) -> (FsBackend<BlockingLockFs>, mpsc::Sender<()>) {
+    let (release, rx) = mpsc::channel();
     let fs = BlockingLockFs {
-        release: std::sync::Mutex::new(rx),
+        release: Mutex::new(rx),
     };
     let server = Arc::new(Server::new(fs, ServerOptions::default()));
-    let backend = FsBackend::new(server, DeviceConfig::default(), atomic.clone()).unwrap();
-    let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
-    let vring = vring_for(&atomic, &queue);
+    let backend = FsBackend::new(server, DeviceConfig::default(), mem.clone()).unwrap();
+    (backend, release)
+}
 
-    // INIT, then SETLKW (blocks in the file system), then GETATTR.
-    let init = init_request(1);
-    let mut setlkw = header(88, 33, 2, 1);
-    setlkw.extend_from_slice(&7u64.to_le_bytes()); // fh
-    setlkw.extend_from_slice(&9u64.to_le_bytes()); // owner
-    setlkw.extend_from_slice(&0u64.to_le_bytes()); // start
-    setlkw.extend_from_slice(&u64::MAX.to_le_bytes()); // end
-    setlkw.extend_from_slice(&(libc::F_WRLCK as u32).to_le_bytes());
-    setlkw.extend_from_slice(&1u32.to_le_bytes()); // pid
-    setlkw.extend_from_slice(&[0u8; 8]); // lk_flags, padding
-    assert_eq!(setlkw.len(), 88);
-    let mut getattr = header(56, 3, 3, 1);
-    getattr.extend_from_slice(&[0u8; 16]);
-    let requests = [init, setlkw, getattr];
+/// A SETLKW (unique 2, node 1) for a write lock on the whole file.
+fn setlkw_request(fh: u64, owner: u64, pid: u32) -> Vec<u8> {
+    let mut req = header(88, 33, 2, 1);
+    req.extend_from_slice(&fh.to_le_bytes());
+    req.extend_from_slice(&owner.to_le_bytes());
+    req.extend_from_slice(&0u64.to_le_bytes()); // start
+    req.extend_from_slice(&u64::MAX.to_le_bytes()); // end
+    req.extend_from_slice(&(libc::F_WRLCK as u32).to_le_bytes());
+    req.extend_from_slice(&pid.to_le_bytes());
+    req.extend_from_slice(&[0u8; 8]); // lk_flags, padding
+    assert_eq!(req.len(), 88);
+    req
+}
+
+/// Queues one chain per request: request `i` in a readable descriptor at
+/// `0x10_0000 + 0x1_0000 * i`, chained to a 4096-byte reply buffer `0x8000` after it. Chain
+/// `i`'s head is descriptor `2 * i`.
+fn add_requests(mem: &Mem, queue: &MockSplitQueue<'_, Mem>, requests: &[Vec<u8>]) {
     let next = VRING_DESC_F_NEXT as u16;
     let write = VRING_DESC_F_WRITE as u16;
     let mut descs = Vec::new();
@@ -397,20 +438,37 @@ fn blocking_lock_does_not_stall_its_queue() {
         )));
     }
     queue.add_desc_chains(&descs, 0).unwrap();
+}
 
-    backend
-        .handle_event(0, vmm_sys_util::epoll::EventSet::IN, &[vring], 1)
-        .unwrap();
+fn header(len: u32, opcode: u32, unique: u64, nodeid: u64) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&len.to_le_bytes());
+    h.extend_from_slice(&opcode.to_le_bytes());
+    h.extend_from_slice(&unique.to_le_bytes());
+    h.extend_from_slice(&nodeid.to_le_bytes());
+    h.extend_from_slice(&[0u8; 16]);
+    h
+}
+
+#[test]
+fn blocking_lock_does_not_stall_its_queue() {
+    let mem = memory();
+    let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
+    let ((backend, release), vring) = device_over(&mem, &queue, blocking_backend);
+
+    // INIT, then SETLKW (blocks in the file system), then GETATTR.
+    let mut getattr = header(56, 3, 3, 1);
+    getattr.extend_from_slice(&[0u8; 16]);
+    let requests = [init_request(1), setlkw_request(7, 9, 1), getattr];
+    add_requests(&mem, &queue, &requests);
+
+    kick(&backend, &vring, 1);
     // The worker returned with INIT and GETATTR answered, the SETLKW still waiting.
     let used = used_entries(&queue);
     let ids: Vec<u32> = used.iter().map(|e| e.0).collect();
     assert_eq!(ids, vec![0, 4], "used entries {used:?}");
     release.send(()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while used_entries(&queue).len() < 3 {
-        assert!(Instant::now() < deadline, "SETLKW never completed");
-        thread::sleep(Duration::from_millis(5));
-    }
+    wait_used(&queue, 3, Duration::from_secs(10), "SETLKW never completed");
     let (id, len) = used_entries(&queue)[2];
     assert_eq!(id, 2);
     assert_eq!(len, 16, "SETLKW answered with a bare header");
@@ -418,21 +476,16 @@ fn blocking_lock_does_not_stall_its_queue() {
 
 #[test]
 fn oversized_queue_count_is_lowered() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vfs.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let server = Arc::new(Server::new(NullFs, ServerOptions::default()));
     let config = DeviceConfig {
         max_request_queues: 1000,
         ..DeviceConfig::default()
     };
-    let daemon = thread::spawn(move || serve(server, listener, config));
-    let mut frontend = Frontend::connect(&path, 64).unwrap();
-    frontend.set_owner().unwrap();
-    let features = frontend.get_features().unwrap();
-    frontend.set_features(features).unwrap();
-    let proto = frontend.get_protocol_features().unwrap();
-    frontend.set_protocol_features(proto).unwrap();
+    let Session {
+        mut frontend,
+        daemon,
+        _dir,
+        ..
+    } = serve_and_negotiate(config, 64);
     assert_eq!(
         frontend.get_queue_num().unwrap(),
         crate::MAX_REQUEST_QUEUES as u64 + 1
@@ -444,51 +497,10 @@ fn oversized_queue_count_is_lowered() {
 #[test]
 fn replies_after_the_queue_stopped_are_dropped() {
     let mem = memory();
-    let atomic = GuestMemoryAtomic::new(mem.clone());
-    let (release, rx) = std::sync::mpsc::channel();
-    let fs = BlockingLockFs {
-        release: std::sync::Mutex::new(rx),
-    };
-    let server = Arc::new(Server::new(fs, ServerOptions::default()));
-    let backend = FsBackend::new(server, DeviceConfig::default(), atomic.clone()).unwrap();
     let queue = MockSplitQueue::new(&mem, QUEUE_SIZE);
-    let vring = vring_for(&atomic, &queue);
-    let init = init_request(1);
-    let mut setlkw = header(88, 33, 2, 1);
-    setlkw.extend_from_slice(&[0u8; 16]); // fh, owner
-    setlkw.extend_from_slice(&0u64.to_le_bytes());
-    setlkw.extend_from_slice(&u64::MAX.to_le_bytes());
-    setlkw.extend_from_slice(&(libc::F_WRLCK as u32).to_le_bytes());
-    setlkw.extend_from_slice(&[0u8; 12]);
-    let next = VRING_DESC_F_NEXT as u16;
-    let write = VRING_DESC_F_WRITE as u16;
-    let mut descs = Vec::new();
-    for (i, req) in [init, setlkw].iter().enumerate() {
-        let base = 0x10_0000 + 0x1_0000 * i as u64;
-        mem.write_slice(req, GuestAddress(base)).unwrap();
-        let idx = 2 * i as u16;
-        descs.push(RawDescriptor::from(Descriptor::new(
-            base,
-            req.len() as u32,
-            next,
-            idx + 1,
-        )));
-        descs.push(RawDescriptor::from(Descriptor::new(
-            base + 0x8000,
-            4096,
-            write,
-            0,
-        )));
-    }
-    queue.add_desc_chains(&descs, 0).unwrap();
-    backend
-        .handle_event(
-            0,
-            vmm_sys_util::epoll::EventSet::IN,
-            std::slice::from_ref(&vring),
-            1,
-        )
-        .unwrap();
+    let ((backend, release), vring) = device_over(&mem, &queue, blocking_backend);
+    add_requests(&mem, &queue, &[init_request(1), setlkw_request(0, 0, 0)]);
+    kick(&backend, &vring, 1);
     assert_eq!(
         used_entries(&queue).len(),
         1,
