@@ -27,6 +27,20 @@ fn vhostfs() -> Command {
     cmd
 }
 
+/// Sandbox and seccomp settings the lifecycle tests run with (the last: the defaults).
+const SANDBOX_SETTINGS: [&[&str]; 3] = [
+    &["--sandbox=none", "--seccomp=none"],
+    &["--sandbox=chroot"],
+    &[],
+];
+
+/// A new temporary directory and the path of a socket `s.sock` in it.
+fn socket_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    (dir, sock)
+}
+
 fn run(args: &[&str]) -> Output {
     vhostfs().args(args).output().expect("run vhostfs")
 }
@@ -82,8 +96,7 @@ fn bad_command_lines_fail_with_one_line() {
 
 #[test]
 fn bad_shared_dir_fails_with_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("s.sock");
+    let (dir, sock) = socket_dir();
     let missing = dir.path().join("missing");
     let args = |shared: &Path| {
         vec![
@@ -106,8 +119,7 @@ fn bad_shared_dir_fails_with_one_line() {
 
 #[test]
 fn live_socket_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("s.sock");
+    let (dir, sock) = socket_dir();
     let _live = UnixListener::bind(&sock).unwrap();
     let out = vhostfs()
         .arg(format!("--shared-dir={}", dir.path().display()))
@@ -172,6 +184,14 @@ impl Daemon {
         }
     }
 
+    /// Waits for the daemon to exit, and asserts that it exited with status 0 and removed
+    /// its socket `sock` (run with the arguments `extra`, for the messages).
+    fn assert_clean_exit(&mut self, sock: &Path, extra: &[&str]) {
+        let status = self.wait_exit();
+        assert!(status.success(), "{extra:?}: {status}: {}", self.log_text());
+        assert!(!sock.exists(), "{extra:?}: socket left behind");
+    }
+
     fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
@@ -198,11 +218,7 @@ fn serves_one_frontend_then_exits_zero_and_removes_the_socket() {
     if !common::can_mount() {
         return;
     }
-    for extra in [
-        &["--sandbox=none", "--seccomp=none"][..],
-        &["--sandbox=chroot"][..],
-        &[][..],
-    ] {
+    for extra in SANDBOX_SETTINGS {
         let dir = tempfile::tempdir().unwrap();
         let shared = dir.path().join("share");
         fs::create_dir(&shared).unwrap();
@@ -225,9 +241,7 @@ fn serves_one_frontend_then_exits_zero_and_removes_the_socket() {
                 .unwrap_or_else(|e| panic!("{extra:?}: LOOKUP: {e}\n{}", d.log_text()));
             assert_eq!(entry.attr.size, 2);
         }
-        let status = d.wait_exit();
-        assert!(status.success(), "{extra:?}: {status}: {}", d.log_text());
-        assert!(!sock.exists(), "{extra:?}: socket left behind");
+        d.assert_clean_exit(&sock, extra);
     }
 }
 
@@ -236,19 +250,12 @@ fn sigterm_while_waiting_removes_the_socket() {
     if !common::can_mount() {
         return;
     }
-    for extra in [
-        &["--sandbox=none", "--seccomp=none"][..],
-        &["--sandbox=chroot"][..],
-        &[][..],
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("s.sock");
+    for extra in SANDBOX_SETTINGS {
+        let (dir, sock) = socket_dir();
         let mut d = socket_daemon(dir.path(), &sock, extra, dir.path().join("log"));
         d.wait_ready();
         d.signal(libc::SIGTERM);
-        let status = d.wait_exit();
-        assert!(status.success(), "{extra:?}: {status}: {}", d.log_text());
-        assert!(!sock.exists(), "{extra:?}: socket left behind");
+        d.assert_clean_exit(&sock, extra);
     }
 }
 
@@ -257,8 +264,7 @@ fn socket_group_and_legacy_options() {
     if !common::can_mount() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("s.sock");
+    let (dir, sock) = socket_dir();
     let mut cmd = vhostfs();
     cmd.arg(format!("--socket={}", sock.display()))
         .arg("-o")
@@ -284,8 +290,7 @@ fn inherited_listening_fd() {
     if !common::can_mount() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("s.sock");
+    let (dir, sock) = socket_dir();
     let listener = UnixListener::bind(&sock).unwrap();
     let raw = listener.as_raw_fd();
     let mut cmd = vhostfs();

@@ -66,17 +66,93 @@ fn read_all(p: &Path) -> R<Vec<u8>> {
     io(fs::read(p))
 }
 
+/// Opens `p` for reading and writing.
+fn open_rw(p: &Path) -> std::io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(p)
+}
+
+/// Creates (or truncates) `p` and opens it for reading and writing.
+fn create_rw(p: &Path) -> R<File> {
+    io(OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(p))
+}
+
+/// `fallocate(2)` on `f`.
+fn fallocate(f: &File, mode: i32, offset: i64, len: i64) -> R<i64> {
+    // SAFETY: `f` is an open file; fallocate takes no pointers.
+    sys(unsafe { libc::fallocate(f.as_raw_fd(), mode, offset, len) })
+}
+
+/// `lseek(2)` on `f`.
+fn lseek(f: &File, offset: i64, whence: i32) -> R<i64> {
+    // SAFETY: `f` is an open file; lseek takes no pointers.
+    sys(unsafe { libc::lseek(f.as_raw_fd(), offset, whence) })
+}
+
+/// `flock(2)` on `f`.
+fn flock(f: &File, op: i32) -> R<i64> {
+    // SAFETY: `f` is an open file; flock takes no pointers.
+    sys(unsafe { libc::flock(f.as_raw_fd(), op) })
+}
+
+/// `fcntl(2)` with a record-lock command (`F_SETLK`, `F_GETLK`, the `F_OFD_*` ones, ...) on
+/// `f`; `fl` is read and, for the GETLK commands, written back.
+fn fcntl_lock(f: &File, cmd: i32, fl: &mut libc::flock) -> R<i64> {
+    // SAFETY: `f` is an open file and `fl` a valid, exclusive `struct flock`.
+    sys(unsafe { libc::fcntl(f.as_raw_fd(), cmd, fl as *mut libc::flock) })
+}
+
+/// A `struct flock` of type `typ` (`F_RDLCK`, ...) for `len` bytes (0: to the end) from
+/// `start`.
+fn flock_struct(typ: i32, start: i64, len: i64) -> libc::flock {
+    // SAFETY: `struct flock` is plain old data; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    fl
+}
+
+/// Runs the shell command `script` as the unprivileged user and group 65534, without
+/// supplementary groups.
+fn sh_as_nobody(script: &str) -> R<std::process::Output> {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .map_err(|_| -1)
+}
+
 fn fixture(extra: &[&str]) -> Option<Fixture> {
     Fixture::start(extra)
 }
 
-#[test]
-fn create_read_write_append_truncate() {
-    let Some(fx) = fixture(&[]) else {
-        return;
+/// A test that runs `$ops` on a fixture started with the daemon arguments `$arg`s (skipped
+/// where the fixture cannot start: without root or `/dev/fuse`).
+macro_rules! fixture_test {
+    ($name:ident, $ops:ident $(, $arg:literal)*) => {
+        #[test]
+        fn $name() {
+            let Some(fx) = fixture(&[$($arg),*]) else {
+                return;
+            };
+            $ops(&fx);
+        }
     };
-    create_read_write_append_truncate_ops(&fx);
 }
+
+fixture_test! { create_read_write_append_truncate, create_read_write_append_truncate_ops }
 
 fn create_read_write_append_truncate_ops(fx: &Fixture) {
     same(fx, "write/read", |d| {
@@ -118,13 +194,7 @@ fn create_read_write_append_truncate_ops(fx: &Fixture) {
     });
 }
 
-#[test]
-fn chmod_chown_utimens() {
-    let Some(fx) = fixture(&[]) else {
-        return;
-    };
-    chmod_chown_utimens_ops(&fx);
-}
+fixture_test! { chmod_chown_utimens, chmod_chown_utimens_ops }
 
 fn chmod_chown_utimens_ops(fx: &Fixture) {
     same(fx, "chmod/chown", |d| {
@@ -184,13 +254,7 @@ fn chmod_chown_utimens_ops(fx: &Fixture) {
     });
 }
 
-#[test]
-fn symlink_readlink_and_special_files() {
-    let Some(fx) = fixture(&[]) else {
-        return;
-    };
-    symlink_readlink_and_special_files_ops(&fx);
-}
+fixture_test! { symlink_readlink_and_special_files, symlink_readlink_and_special_files_ops }
 
 fn symlink_readlink_and_special_files_ops(fx: &Fixture) {
     same(fx, "symlink/readlink", |d| {
@@ -229,13 +293,7 @@ fn symlink_readlink_and_special_files_ops(fx: &Fixture) {
     });
 }
 
-#[test]
-fn mkdir_rmdir_unlink_errors() {
-    let Some(fx) = fixture(&[]) else {
-        return;
-    };
-    mkdir_rmdir_unlink_errors_ops(&fx);
-}
+fixture_test! { mkdir_rmdir_unlink_errors, mkdir_rmdir_unlink_errors_ops }
 
 fn mkdir_rmdir_unlink_errors_ops(fx: &Fixture) {
     same(fx, "directory operations", |d| {
@@ -272,13 +330,7 @@ fn renameat2(from: &Path, to: &Path, flags: u32) -> R<i64> {
     })
 }
 
-#[test]
-fn rename_variants_and_hard_links() {
-    let Some(fx) = fixture(&[]) else {
-        return;
-    };
-    rename_variants_and_hard_links_ops(&fx);
-}
+fixture_test! { rename_variants_and_hard_links, rename_variants_and_hard_links_ops }
 
 fn rename_variants_and_hard_links_ops(fx: &Fixture) {
     same(fx, "rename, RENAME_NOREPLACE, RENAME_EXCHANGE", |d| {
@@ -294,17 +346,9 @@ fn rename_variants_and_hard_links_ops(fx: &Fixture) {
         let into_dir = io(fs::rename(d.join("b"), d.join("dir").join("b")));
         let replace = io(fs::rename(d.join("a2"), d.join("dir").join("b")));
         let after = read_all(&d.join("dir").join("b"))?;
-        Ok::<_, i32>((
-            plain,
-            noreplace,
-            exchange,
-            contents,
-            exchange_missing,
-            file_over_dir,
-            into_dir,
-            replace,
-            after,
-        ))
+        let renames = (plain, noreplace, exchange, exchange_missing);
+        let moves = (file_over_dir, into_dir, replace);
+        Ok::<_, i32>((renames, contents, moves, after))
     });
     same(fx, "hard links share an inode", |d| {
         io(fs::write(d.join("orig"), b"data"))?;
@@ -318,13 +362,7 @@ fn rename_variants_and_hard_links_ops(fx: &Fixture) {
     });
 }
 
-#[test]
-fn tmpfile_and_umask() {
-    let Some(fx) = fixture(&[]) else {
-        return;
-    };
-    tmpfile_and_umask_ops(&fx);
-}
+fixture_test! { tmpfile_and_umask, tmpfile_and_umask_ops }
 
 fn tmpfile_and_umask_ops(fx: &Fixture) {
     same(fx, "O_TMPFILE", |d| {
@@ -366,22 +404,17 @@ fn tmpfile_and_umask_ops(fx: &Fixture) {
     });
 }
 
-fn getxattr(p: &Path, name: &str, size: usize) -> R<Vec<u8>> {
-    let (cp, cn) = (c(p), CString::new(name).unwrap());
+/// Runs `call(buffer, size)`, a `getxattr`-like call, with a buffer of `size` bytes (a null
+/// buffer for a size probe, `size` 0): the bytes it filled in, or for a probe the size it
+/// reported, in decimal.
+fn xattr_read(size: usize, call: impl FnOnce(*mut libc::c_void, usize) -> isize) -> R<Vec<u8>> {
     let mut buf = vec![0u8; size];
-    // SAFETY: valid C strings; buf is valid for `size` bytes (null when 0).
-    let n = sys(unsafe {
-        libc::getxattr(
-            cp.as_ptr(),
-            cn.as_ptr(),
-            if size == 0 {
-                std::ptr::null_mut()
-            } else {
-                buf.as_mut_ptr().cast()
-            },
-            size,
-        ) as i64
-    })?;
+    let ptr = if size == 0 {
+        std::ptr::null_mut()
+    } else {
+        buf.as_mut_ptr().cast()
+    };
+    let n = sys(call(ptr, size) as i64)?;
     if size == 0 {
         return Ok(n.to_string().into_bytes());
     }
@@ -389,25 +422,23 @@ fn getxattr(p: &Path, name: &str, size: usize) -> R<Vec<u8>> {
     Ok(buf)
 }
 
+fn getxattr(p: &Path, name: &str, size: usize) -> R<Vec<u8>> {
+    let (cp, cn) = (c(p), CString::new(name).unwrap());
+    xattr_read(size, |buf, size| {
+        // SAFETY: valid C strings; `buf` is valid for `size` bytes (or null when 0).
+        unsafe { libc::getxattr(cp.as_ptr(), cn.as_ptr(), buf, size) }
+    })
+}
+
 fn listxattr(p: &Path, size: usize) -> R<Vec<Vec<u8>>> {
     let cp = c(p);
-    let mut buf = vec![0u8; size];
-    // SAFETY: valid C string; buf is valid for `size` bytes (null when 0).
-    let n = sys(unsafe {
-        libc::listxattr(
-            cp.as_ptr(),
-            if size == 0 {
-                std::ptr::null_mut()
-            } else {
-                buf.as_mut_ptr().cast()
-            },
-            size,
-        ) as i64
+    let buf = xattr_read(size, |buf, size| {
+        // SAFETY: valid C string; `buf` is valid for `size` bytes (or null when 0).
+        unsafe { libc::listxattr(cp.as_ptr(), buf.cast(), size) }
     })?;
     if size == 0 {
-        return Ok(vec![n.to_string().into_bytes()]);
+        return Ok(vec![buf]);
     }
-    buf.truncate(n as usize);
     let mut names: Vec<Vec<u8>> = buf
         .split(|&b| b == 0)
         .filter(|s| !s.is_empty())
@@ -433,13 +464,7 @@ fn setxattr(p: &Path, name: &str, value: &[u8], flags: i32) -> R<i64> {
     })
 }
 
-#[test]
-fn extended_attributes() {
-    let Some(fx) = fixture(&["--xattr"]) else {
-        return;
-    };
-    extended_attributes_ops(&fx);
-}
+fixture_test! { extended_attributes, extended_attributes_ops, "--xattr" }
 
 fn extended_attributes_ops(fx: &Fixture) {
     same(fx, "xattrs", |d| {
@@ -493,13 +518,7 @@ fn extended_attributes_ops(fx: &Fixture) {
     });
 }
 
-#[test]
-fn readdir_of_a_large_directory() {
-    let Some(fx) = fixture(&[]) else {
-        return;
-    };
-    readdir_of_a_large_directory_ops(&fx);
-}
+fixture_test! { readdir_of_a_large_directory, readdir_of_a_large_directory_ops }
 
 fn readdir_of_a_large_directory_ops(fx: &Fixture) {
     same(fx, "readdir 1000 entries", |d| {
@@ -541,13 +560,7 @@ fn readdir_of_a_large_directory_ops(fx: &Fixture) {
     });
 }
 
-#[test]
-fn statfs_and_syncs() {
-    let Some(fx) = fixture(&[]) else {
-        return;
-    };
-    statfs_and_syncs_ops(&fx);
-}
+fixture_test! { statfs_and_syncs, statfs_and_syncs_ops }
 
 fn statfs_and_syncs_ops(fx: &Fixture) {
     let stat = |p: &Path| {
@@ -576,42 +589,22 @@ fn statfs_and_syncs_ops(fx: &Fixture) {
     });
 }
 
-#[test]
-fn fallocate_lseek_copy_file_range() {
-    let Some(fx) = fixture(&[]) else {
-        return;
-    };
-    fallocate_lseek_copy_file_range_ops(&fx);
-}
+fixture_test! { fallocate_lseek_copy_file_range, fallocate_lseek_copy_file_range_ops }
 
 fn fallocate_lseek_copy_file_range_ops(fx: &Fixture) {
     same(fx, "fallocate modes", |d| {
         let p = d.join("f");
-        let f = io(OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p))?;
-        let fd = f.as_raw_fd();
+        let f = create_rw(&p)?;
         io((&f).write_all(&vec![0xAAu8; 64 * 1024]))?;
-        // SAFETY: valid fd for all fallocate calls.
-        let extend = sys(unsafe { libc::fallocate(fd, 0, 0, 128 * 1024) });
+        let extend = fallocate(&f, 0, 0, 128 * 1024);
         let size1 = io(f.metadata())?.len();
-        let keep = sys(unsafe { libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, 1024 * 1024) });
+        let keep = fallocate(&f, libc::FALLOC_FL_KEEP_SIZE, 0, 1024 * 1024);
         let size2 = io(f.metadata())?.len();
-        let punch = sys(unsafe {
-            libc::fallocate(
-                fd,
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                4096,
-                8192,
-            )
-        });
-        let punch_no_keep =
-            sys(unsafe { libc::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE, 4096, 8192) });
-        let zero = sys(unsafe { libc::fallocate(fd, libc::FALLOC_FL_ZERO_RANGE, 20000, 5000) });
-        let bad = sys(unsafe { libc::fallocate(fd, 0, -1, 10) });
+        let punch_keep = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        let punch = fallocate(&f, punch_keep, 4096, 8192);
+        let punch_no_keep = fallocate(&f, libc::FALLOC_FL_PUNCH_HOLE, 4096, 8192);
+        let zero = fallocate(&f, libc::FALLOC_FL_ZERO_RANGE, 20000, 5000);
+        let bad = fallocate(&f, 0, -1, 10);
         drop(f);
         let content = read_all(&p)?;
         let sum: u64 = content.iter().map(|&b| b as u64).sum();
@@ -630,27 +623,20 @@ fn fallocate_lseek_copy_file_range_ops(fx: &Fixture) {
     });
     same(fx, "SEEK_DATA / SEEK_HOLE", |d| {
         let p = d.join("sparse");
-        let mut f = io(OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p))?;
+        let mut f = create_rw(&p)?;
         io(f.write_all(&[1u8; 4096]))?;
         io(f.seek(SeekFrom::Start(1 << 20)))?;
         io(f.write_all(&[2u8; 4096]))?;
         io(f.sync_all())?;
-        let fd = f.as_raw_fd();
-        // SAFETY: valid fd for all lseek calls.
         let r = [
-            sys(unsafe { libc::lseek(fd, 0, libc::SEEK_DATA) }),
-            sys(unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) }),
-            sys(unsafe { libc::lseek(fd, 8192, libc::SEEK_DATA) }),
-            sys(unsafe { libc::lseek(fd, (1 << 20) + 10, libc::SEEK_HOLE) }),
-            sys(unsafe { libc::lseek(fd, 10 << 20, libc::SEEK_DATA) }),
-            sys(unsafe { libc::lseek(fd, 10 << 20, libc::SEEK_HOLE) }),
-            sys(unsafe { libc::lseek(fd, 5, libc::SEEK_END) }),
-            sys(unsafe { libc::lseek(fd, -5, libc::SEEK_SET) }),
+            lseek(&f, 0, libc::SEEK_DATA),
+            lseek(&f, 0, libc::SEEK_HOLE),
+            lseek(&f, 8192, libc::SEEK_DATA),
+            lseek(&f, (1 << 20) + 10, libc::SEEK_HOLE),
+            lseek(&f, 10 << 20, libc::SEEK_DATA),
+            lseek(&f, 10 << 20, libc::SEEK_HOLE),
+            lseek(&f, 5, libc::SEEK_END),
+            lseek(&f, -5, libc::SEEK_SET),
         ];
         Ok::<_, i32>(r)
     });
@@ -676,6 +662,7 @@ fn fallocate_lseek_copy_file_range_ops(fx: &Fixture) {
                 0,
             ) as i64
         });
+        // SAFETY: valid fds; null offsets use (and move) the file positions.
         let bad_flags = sys(unsafe {
             libc::copy_file_range(
                 src.as_raw_fd(),
@@ -700,30 +687,18 @@ fn fallocate_lseek_copy_file_range_ops(fx: &Fixture) {
 }
 
 fn ofd_lock(f: &File, typ: i32, start: i64, len: i64, cmd: i32) -> R<(i16, i64, i64)> {
-    // SAFETY: zeroed flock is valid; fields set below.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = typ as i16;
-    fl.l_whence = libc::SEEK_SET as i16;
-    fl.l_start = start;
-    fl.l_len = len;
-    // SAFETY: valid fd and flock pointer.
-    sys(unsafe { libc::fcntl(f.as_raw_fd(), cmd, &mut fl) })?;
+    let mut fl = flock_struct(typ, start, len);
+    fcntl_lock(f, cmd, &mut fl)?;
     Ok((fl.l_type, fl.l_start, fl.l_len))
 }
 
-#[test]
-fn posix_and_flock_locks() {
-    let Some(fx) = fixture(&[]) else {
-        return;
-    };
-    posix_and_flock_locks_ops(&fx);
-}
+fixture_test! { posix_and_flock_locks, posix_and_flock_locks_ops }
 
 fn posix_and_flock_locks_ops(fx: &Fixture) {
     same(fx, "OFD locks between two open file descriptions", |d| {
         io(fs::write(d.join("f"), b"0123456789"))?;
-        let a = io(OpenOptions::new().read(true).write(true).open(d.join("f")))?;
-        let b = io(OpenOptions::new().read(true).write(true).open(d.join("f")))?;
+        let a = io(open_rw(&d.join("f")))?;
+        let b = io(open_rw(&d.join("f")))?;
         let take = ofd_lock(&a, libc::F_WRLCK, 0, 5, libc::F_OFD_SETLK);
         let conflict = ofd_lock(&b, libc::F_WRLCK, 2, 2, libc::F_OFD_SETLK);
         let read_conflict = ofd_lock(&b, libc::F_RDLCK, 4, 1, libc::F_OFD_SETLK);
@@ -731,47 +706,29 @@ fn posix_and_flock_locks_ops(fx: &Fixture) {
         let probe = ofd_lock(&b, libc::F_WRLCK, 0, 0, libc::F_OFD_GETLK);
         let unlock = ofd_lock(&a, libc::F_UNLCK, 0, 5, libc::F_OFD_SETLK);
         let now_free = ofd_lock(&b, libc::F_WRLCK, 0, 5, libc::F_OFD_SETLK);
-        Ok::<_, i32>((
-            take,
-            conflict,
-            read_conflict,
-            other_range,
-            probe,
-            unlock,
-            now_free,
-        ))
+        let conflicts = (conflict, read_conflict, other_range, probe);
+        Ok::<_, i32>((take, conflicts, unlock, now_free))
     });
     same(fx, "flock between two open file descriptions", |d| {
         io(fs::write(d.join("g"), b""))?;
         let a = io(File::open(d.join("g")))?;
         let b = io(File::open(d.join("g")))?;
-        // SAFETY: valid fds.
-        let r = unsafe {
-            [
-                sys(libc::flock(a.as_raw_fd(), libc::LOCK_EX)),
-                sys(libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)),
-                sys(libc::flock(b.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB)),
-                sys(libc::flock(a.as_raw_fd(), libc::LOCK_UN)),
-                sys(libc::flock(b.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB)),
-                sys(libc::flock(a.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB)),
-            ]
-        };
+        let r = [
+            flock(&a, libc::LOCK_EX),
+            flock(&b, libc::LOCK_EX | libc::LOCK_NB),
+            flock(&b, libc::LOCK_SH | libc::LOCK_NB),
+            flock(&a, libc::LOCK_UN),
+            flock(&b, libc::LOCK_SH | libc::LOCK_NB),
+            flock(&a, libc::LOCK_SH | libc::LOCK_NB),
+        ];
         Ok::<_, i32>(r)
     });
 
     // A lock taken directly on the host file is seen through the mount (the daemon takes real
     // locks on the host), and one taken through the mount is seen on the host.
     fs::write(fx.share.join("shared"), b"0123456789").unwrap();
-    let host = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(fx.share.join("shared"))
-        .unwrap();
-    let via = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(fx.mnt.join("shared"))
-        .unwrap();
+    let host = open_rw(&fx.share.join("shared")).unwrap();
+    let via = open_rw(&fx.mnt.join("shared")).unwrap();
     assert_eq!(
         ofd_lock(&host, libc::F_WRLCK, 0, 0, libc::F_OFD_SETLK),
         Ok((libc::F_WRLCK as i16, 0, 0))
@@ -796,34 +753,20 @@ fn posix_and_flock_locks_ops(fx: &Fixture) {
     // The same for flock.
     let host_f = File::open(fx.share.join("shared")).unwrap();
     let via_f = File::open(fx.mnt.join("shared")).unwrap();
-    // SAFETY: valid fds.
-    unsafe {
-        assert_eq!(
-            libc::flock(host_f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
-            0
-        );
-        assert_eq!(
-            sys(libc::flock(
-                via_f.as_raw_fd(),
-                libc::LOCK_EX | libc::LOCK_NB
-            )),
-            Err(libc::EWOULDBLOCK),
-            "a host flock must block a conflicting flock through the mount"
-        );
-        assert_eq!(libc::flock(host_f.as_raw_fd(), libc::LOCK_UN), 0);
-        assert_eq!(
-            libc::flock(via_f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB),
-            0
-        );
-        assert_eq!(
-            sys(libc::flock(
-                host_f.as_raw_fd(),
-                libc::LOCK_EX | libc::LOCK_NB
-            )),
-            Err(libc::EWOULDBLOCK),
-            "a flock through the mount must block a conflicting host flock"
-        );
-    }
+    let (ex, sh) = (libc::LOCK_EX | libc::LOCK_NB, libc::LOCK_SH | libc::LOCK_NB);
+    assert_eq!(flock(&host_f, ex), Ok(0));
+    assert_eq!(
+        flock(&via_f, ex),
+        Err(libc::EWOULDBLOCK),
+        "a host flock must block a conflicting flock through the mount"
+    );
+    assert_eq!(flock(&host_f, libc::LOCK_UN), Ok(0));
+    assert_eq!(flock(&via_f, sh), Ok(0));
+    assert_eq!(
+        flock(&host_f, ex),
+        Err(libc::EWOULDBLOCK),
+        "a flock through the mount must block a conflicting host flock"
+    );
 }
 
 /// A helper process: `lock-holder PATH` takes a POSIX write lock on PATH, prints "locked",
@@ -835,25 +778,16 @@ fn helper_process() {
         return;
     };
     let path = std::env::var("VHOSTFS_TEST_PATH").unwrap();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    // SAFETY: zeroed flock is valid.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as i16;
-    fl.l_whence = libc::SEEK_SET as i16;
+    let f = open_rw(Path::new(&path)).unwrap();
+    let mut fl = flock_struct(libc::F_WRLCK, 0, 0);
     match role.as_str() {
         "lock-holder" => {
-            // SAFETY: valid fd and flock pointer.
-            let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &mut fl) };
+            let r = fcntl_lock(&f, libc::F_SETLK, &mut fl);
             println!(
                 "\nHELPER: {}",
-                if r == 0 {
-                    "locked".to_string()
-                } else {
-                    format!("error {}", errno())
+                match r {
+                    Ok(_) => "locked".to_string(),
+                    Err(e) => format!("error {e}"),
                 }
             );
             let _ = std::io::stdout().flush();
@@ -880,15 +814,11 @@ fn helper_process() {
                 unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGALRM) };
             });
             let start = Instant::now();
-            // SAFETY: valid fd and flock pointer.
-            let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLKW, &mut fl) };
-            let e = errno();
-            println!(
-                "\nHELPER: {} {} {}",
-                r,
-                if r < 0 { e } else { 0 },
-                start.elapsed().as_millis()
-            );
+            let (r, e) = match fcntl_lock(&f, libc::F_SETLKW, &mut fl) {
+                Ok(r) => (r, 0),
+                Err(e) => (-1, e),
+            };
+            println!("\nHELPER: {r} {e} {}", start.elapsed().as_millis());
         }
         _ => panic!("unknown helper role"),
     }
@@ -953,18 +883,10 @@ fn posix_locks_between_processes_and_interrupted_setlkw() {
     let run = |d: &Path| {
         let mut holder = spawn_helper("lock-holder", &d.join("l"));
         let first = read_line(&mut holder);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(d.join("l"))
-            .unwrap();
-        // SAFETY: zeroed flock is valid.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as i16;
-        // SAFETY: valid fd and flock pointer.
-        let setlk = sys(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &mut fl) });
-        // SAFETY: as above.
-        let getlk = sys(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) });
+        let f = open_rw(&d.join("l")).unwrap();
+        let mut fl = flock_struct(libc::F_WRLCK, 0, 0);
+        let setlk = fcntl_lock(&f, libc::F_SETLK, &mut fl);
+        let getlk = fcntl_lock(&f, libc::F_GETLK, &mut fl);
         let holder_seen = fl.l_type == libc::F_WRLCK as i16;
         // A waiter in F_SETLKW is interrupted by SIGALRM: the kernel sends INTERRUPT and the
         // waiter gets EINTR instead of hanging.
@@ -995,16 +917,8 @@ fn posix_locks_between_processes_and_interrupted_setlkw() {
     fs::write(fx.share.join("hostlocked"), b"0123456789").unwrap();
     let mut holder = spawn_helper("lock-holder", &fx.share.join("hostlocked"));
     assert_eq!(read_line(&mut holder), "locked");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(fx.mnt.join("hostlocked"))
-        .unwrap();
-    // SAFETY: zeroed flock is valid.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as i16;
-    // SAFETY: valid fd and flock pointer.
-    let r = sys(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &mut fl) });
+    let f = open_rw(&fx.mnt.join("hostlocked")).unwrap();
+    let r = fcntl_lock(&f, libc::F_SETLK, &mut flock_struct(libc::F_WRLCK, 0, 0));
     drop(holder.stdin.take());
     let _ = holder.wait();
     assert_eq!(
@@ -1014,12 +928,9 @@ fn posix_locks_between_processes_and_interrupted_setlkw() {
     );
 }
 
-#[test]
-fn access_and_suid_cleared_on_write_by_non_owner() {
-    let Some(fx) = fixture(&[]) else {
-        return;
-    };
-    access_and_suid_cleared_on_write_by_non_owner_ops(&fx);
+fixture_test! {
+    access_and_suid_cleared_on_write_by_non_owner,
+    access_and_suid_cleared_on_write_by_non_owner_ops
 }
 
 fn access_and_suid_cleared_on_write_by_non_owner_ops(fx: &Fixture) {
@@ -1040,20 +951,10 @@ fn access_and_suid_cleared_on_write_by_non_owner_ops(fx: &Fixture) {
             ]
         };
         // As an unprivileged user.
-        let out = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "sh",
-                "-c",
-            ])
-            .arg(format!(
-                "test -r '{}' && echo readable || echo denied",
-                d.join("f").display()
-            ))
-            .output()
-            .map_err(|_| -1)?;
+        let out = sh_as_nobody(&format!(
+            "test -r '{}' && echo readable || echo denied",
+            d.join("f").display()
+        ))?;
         Ok::<_, i32>((r, String::from_utf8_lossy(&out.stdout).into_owned()))
     });
     same(fx, "setuid/setgid cleared when a non-owner writes", |d| {
@@ -1062,17 +963,7 @@ fn access_and_suid_cleared_on_write_by_non_owner_ops(fx: &Fixture) {
         io(fs::set_permissions(d, fs::Permissions::from_mode(0o777)))?;
         io(fs::set_permissions(&p, fs::Permissions::from_mode(0o6777)))?;
         let before = lst(&p)?.mode;
-        let out = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "sh",
-                "-c",
-            ])
-            .arg(format!("echo more >> '{}'", p.display()))
-            .output()
-            .map_err(|_| -1)?;
+        let out = sh_as_nobody(&format!("echo more >> '{}'", p.display()))?;
         let after = lst(&p)?;
         Ok::<_, i32>((before, out.status.code(), after, read_all(&p)?))
     });
@@ -1098,12 +989,8 @@ fn external_umount_ends_the_daemon() {
     let Some(mut fx) = fixture(&[]) else { return };
     let p = c(&fx.mnt);
     // SAFETY: valid C string.
-    assert_eq!(
-        unsafe { libc::umount2(p.as_ptr(), 0) },
-        0,
-        "umount: {}",
-        errno()
-    );
+    let rc = unsafe { libc::umount2(p.as_ptr(), 0) };
+    assert_eq!(rc, 0, "umount: {}", errno());
     // The daemon notices (ENODEV) and exits 0 on its own.
     let status = fx.wait_exit();
     assert!(
@@ -1443,11 +1330,7 @@ fn uid_map_is_applied_as_a_translation() {
     assert_eq!((guest.uid(), guest.gid()), (5, 6));
 }
 
-#[test]
-fn open_unlinked_files_and_shared_mmap() {
-    let Some(fx) = fixture(&[]) else { return };
-    open_unlinked_files_and_shared_mmap_ops(&fx);
-}
+fixture_test! { open_unlinked_files_and_shared_mmap, open_unlinked_files_and_shared_mmap_ops }
 
 fn open_unlinked_files_and_shared_mmap_ops(fx: &Fixture) {
     open_unlinked_ops(fx);
@@ -1457,12 +1340,7 @@ fn open_unlinked_files_and_shared_mmap_ops(fx: &Fixture) {
 fn open_unlinked_ops(fx: &Fixture) {
     same(fx, "I/O on an open, unlinked file", |d| {
         let p = d.join("gone");
-        let mut f = io(OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p))?;
+        let mut f = create_rw(&p)?;
         io(fs::remove_file(&p))?;
         io(f.write_all(b"still here"))?;
         io(f.seek(SeekFrom::Start(0)))?;
@@ -1478,12 +1356,7 @@ fn open_unlinked_ops(fx: &Fixture) {
 fn shared_mmap_ops(fx: &Fixture) {
     same(fx, "shared mmap write, then read()", |d| {
         let p = d.join("mapped");
-        let f = io(OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p))?;
+        let f = create_rw(&p)?;
         io(f.set_len(8192))?;
         // SAFETY: mapping 8192 bytes of a file of that size, shared, read-write.
         let addr = unsafe {
@@ -1513,13 +1386,7 @@ fn shared_mmap_ops(fx: &Fixture) {
     });
 }
 
-#[test]
-fn ordinary_programs_see_the_same_tree() {
-    let Some(fx) = fixture(&["--xattr"]) else {
-        return;
-    };
-    ordinary_programs_ops(&fx);
-}
+fixture_test! { ordinary_programs_see_the_same_tree, ordinary_programs_ops, "--xattr" }
 
 fn ordinary_programs_ops(fx: &Fixture) {
     let script = r#"

@@ -40,6 +40,15 @@ impl Model {
         Ok(cur)
     }
 
+    /// What an operation on the contents of the file at `path` must give: `Ok` for a file,
+    /// `EISDIR` for a directory, the lookup error otherwise.
+    fn file(&self, path: &[String]) -> Result<(), i32> {
+        match self.get(path)? {
+            Node::Dir(_) => Err(libc::EISDIR),
+            Node::File(_) => Ok(()),
+        }
+    }
+
     fn dir_mut(&mut self, path: &[String]) -> &mut BTreeMap<String, Node> {
         let mut cur = &mut self.root;
         for c in path {
@@ -321,11 +330,7 @@ fn step(d: &mut Driver, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
         }
         Op::Write(p, n, offset, data) => {
             let path = child(&ps[*p], *n);
-            let expect = match m.get(&path) {
-                Err(e) => Err(e),
-                Ok(Node::Dir(_)) => Err(libc::EISDIR),
-                Ok(Node::File(_)) => Ok(()),
-            };
+            let expect = m.file(&path);
             let got = d.resolve(&path).and_then(|ino| {
                 let fh = d.open(ino, libc::O_RDWR)?;
                 d.write(ino, fh, *offset, data);
@@ -349,11 +354,7 @@ fn step(d: &mut Driver, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
         }
         Op::Truncate(p, n, size) => {
             let path = child(&ps[*p], *n);
-            let expect = match m.get(&path) {
-                Err(e) => Err(e),
-                Ok(Node::Dir(_)) => Err(libc::EISDIR),
-                Ok(Node::File(_)) => Ok(()),
-            };
+            let expect = m.file(&path);
             let got = d.resolve(&path).and_then(|ino| {
                 let b = d.req(op::SETATTR, ino).arg(&abi::SetattrIn {
                     valid: abi::fattr::SIZE,

@@ -7,6 +7,7 @@
 //! bytes; the tests below pin each struct's size to the kernel's.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -25,220 +26,211 @@ pub const INIT_IN_LEGACY_SIZE: usize = 16;
 /// Byte size of the pre-7.33 `fuse_setxattr_in` (without `setxattr_flags`).
 pub const SETXATTR_IN_LEGACY_SIZE: usize = 8;
 
-/// Derives the traits every wire struct needs.
+/// Derives the traits every wire struct needs; each field is documented as the kernel
+/// struct's field of the same name (followed by its own doc comment, if it has one).
 macro_rules! wire_struct {
     ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+        pub struct $name {
+            $(
+                #[doc = concat!("The `", stringify!($field), "` field of the kernel struct.")]
+                $(#[$fmeta])*
+                pub $field: $ty
+            ),*
+        }
+    };
+}
+
+/// Declares the opcode constants (`NAME => value`) and, from the same table, `name()`, which
+/// maps an opcode back to its name.
+macro_rules! opcodes {
+    ($($name:ident => $value:literal,)*) => {
+        $(
+            #[doc = concat!("The `", stringify!($name), "` request (opcode ", stringify!($value), ").")]
+            pub const $name: u32 = $value;
+        )*
+
+        /// A short human-readable name for an opcode, for logs and statistics.
+        pub fn name(op: u32) -> &'static str {
+            match op {
+                $($name => stringify!($name),)*
+                _ => "UNKNOWN",
+            }
+        }
+    };
+}
+
+/// Declares single-bit constants of type `$ty` (`NAME => bit`), each documented with the
+/// kernel's name for it (`$prefix` followed by `NAME`).
+macro_rules! bit_flags {
+    ($ty:ty, $prefix:literal; $($name:ident => $bit:literal,)*) => {
+        $(
+            #[doc = concat!("`", $prefix, stringify!($name), "` (bit ", stringify!($bit), ").")]
+            pub const $name: $ty = 1 << $bit;
+        )*
     };
 }
 
 /// FUSE request opcodes (`enum fuse_opcode`).
-#[allow(missing_docs)]
 pub mod opcode {
-    pub const LOOKUP: u32 = 1;
-    pub const FORGET: u32 = 2;
-    pub const GETATTR: u32 = 3;
-    pub const SETATTR: u32 = 4;
-    pub const READLINK: u32 = 5;
-    pub const SYMLINK: u32 = 6;
-    pub const MKNOD: u32 = 8;
-    pub const MKDIR: u32 = 9;
-    pub const UNLINK: u32 = 10;
-    pub const RMDIR: u32 = 11;
-    pub const RENAME: u32 = 12;
-    pub const LINK: u32 = 13;
-    pub const OPEN: u32 = 14;
-    pub const READ: u32 = 15;
-    pub const WRITE: u32 = 16;
-    pub const STATFS: u32 = 17;
-    pub const RELEASE: u32 = 18;
-    pub const FSYNC: u32 = 20;
-    pub const SETXATTR: u32 = 21;
-    pub const GETXATTR: u32 = 22;
-    pub const LISTXATTR: u32 = 23;
-    pub const REMOVEXATTR: u32 = 24;
-    pub const FLUSH: u32 = 25;
-    pub const INIT: u32 = 26;
-    pub const OPENDIR: u32 = 27;
-    pub const READDIR: u32 = 28;
-    pub const RELEASEDIR: u32 = 29;
-    pub const FSYNCDIR: u32 = 30;
-    pub const GETLK: u32 = 31;
-    pub const SETLK: u32 = 32;
-    pub const SETLKW: u32 = 33;
-    pub const ACCESS: u32 = 34;
-    pub const CREATE: u32 = 35;
-    pub const INTERRUPT: u32 = 36;
-    pub const BMAP: u32 = 37;
-    pub const DESTROY: u32 = 38;
-    pub const IOCTL: u32 = 39;
-    pub const POLL: u32 = 40;
-    pub const NOTIFY_REPLY: u32 = 41;
-    pub const BATCH_FORGET: u32 = 42;
-    pub const FALLOCATE: u32 = 43;
-    pub const READDIRPLUS: u32 = 44;
-    pub const RENAME2: u32 = 45;
-    pub const LSEEK: u32 = 46;
-    pub const COPY_FILE_RANGE: u32 = 47;
-    pub const SETUPMAPPING: u32 = 48;
-    pub const REMOVEMAPPING: u32 = 49;
-    pub const SYNCFS: u32 = 50;
-    pub const TMPFILE: u32 = 51;
-    pub const STATX: u32 = 52;
-    pub const CUSE_INIT: u32 = 4096;
-
-    /// A short human-readable name for an opcode, for logs and statistics.
-    pub fn name(op: u32) -> &'static str {
-        match op {
-            LOOKUP => "LOOKUP",
-            FORGET => "FORGET",
-            GETATTR => "GETATTR",
-            SETATTR => "SETATTR",
-            READLINK => "READLINK",
-            SYMLINK => "SYMLINK",
-            MKNOD => "MKNOD",
-            MKDIR => "MKDIR",
-            UNLINK => "UNLINK",
-            RMDIR => "RMDIR",
-            RENAME => "RENAME",
-            LINK => "LINK",
-            OPEN => "OPEN",
-            READ => "READ",
-            WRITE => "WRITE",
-            STATFS => "STATFS",
-            RELEASE => "RELEASE",
-            FSYNC => "FSYNC",
-            SETXATTR => "SETXATTR",
-            GETXATTR => "GETXATTR",
-            LISTXATTR => "LISTXATTR",
-            REMOVEXATTR => "REMOVEXATTR",
-            FLUSH => "FLUSH",
-            INIT => "INIT",
-            OPENDIR => "OPENDIR",
-            READDIR => "READDIR",
-            RELEASEDIR => "RELEASEDIR",
-            FSYNCDIR => "FSYNCDIR",
-            GETLK => "GETLK",
-            SETLK => "SETLK",
-            SETLKW => "SETLKW",
-            ACCESS => "ACCESS",
-            CREATE => "CREATE",
-            INTERRUPT => "INTERRUPT",
-            BMAP => "BMAP",
-            DESTROY => "DESTROY",
-            IOCTL => "IOCTL",
-            POLL => "POLL",
-            NOTIFY_REPLY => "NOTIFY_REPLY",
-            BATCH_FORGET => "BATCH_FORGET",
-            FALLOCATE => "FALLOCATE",
-            READDIRPLUS => "READDIRPLUS",
-            RENAME2 => "RENAME2",
-            LSEEK => "LSEEK",
-            COPY_FILE_RANGE => "COPY_FILE_RANGE",
-            SETUPMAPPING => "SETUPMAPPING",
-            REMOVEMAPPING => "REMOVEMAPPING",
-            SYNCFS => "SYNCFS",
-            TMPFILE => "TMPFILE",
-            STATX => "STATX",
-            CUSE_INIT => "CUSE_INIT",
-            _ => "UNKNOWN",
-        }
+    opcodes! {
+        LOOKUP => 1,
+        FORGET => 2,
+        GETATTR => 3,
+        SETATTR => 4,
+        READLINK => 5,
+        SYMLINK => 6,
+        MKNOD => 8,
+        MKDIR => 9,
+        UNLINK => 10,
+        RMDIR => 11,
+        RENAME => 12,
+        LINK => 13,
+        OPEN => 14,
+        READ => 15,
+        WRITE => 16,
+        STATFS => 17,
+        RELEASE => 18,
+        FSYNC => 20,
+        SETXATTR => 21,
+        GETXATTR => 22,
+        LISTXATTR => 23,
+        REMOVEXATTR => 24,
+        FLUSH => 25,
+        INIT => 26,
+        OPENDIR => 27,
+        READDIR => 28,
+        RELEASEDIR => 29,
+        FSYNCDIR => 30,
+        GETLK => 31,
+        SETLK => 32,
+        SETLKW => 33,
+        ACCESS => 34,
+        CREATE => 35,
+        INTERRUPT => 36,
+        BMAP => 37,
+        DESTROY => 38,
+        IOCTL => 39,
+        POLL => 40,
+        NOTIFY_REPLY => 41,
+        BATCH_FORGET => 42,
+        FALLOCATE => 43,
+        READDIRPLUS => 44,
+        RENAME2 => 45,
+        LSEEK => 46,
+        COPY_FILE_RANGE => 47,
+        SETUPMAPPING => 48,
+        REMOVEMAPPING => 49,
+        SYNCFS => 50,
+        TMPFILE => 51,
+        STATX => 52,
+        CUSE_INIT => 4096,
     }
 }
 
 /// Notification codes a server may send unsolicited (`enum fuse_notify_code`).
-#[allow(missing_docs)]
 pub mod notify {
+    /// Wake up a poll waiter (`FUSE_NOTIFY_POLL`).
     pub const POLL: i32 = 1;
+    /// Invalidate an inode's attributes and cached data (`FUSE_NOTIFY_INVAL_INODE`).
     pub const INVAL_INODE: i32 = 2;
+    /// Invalidate a directory entry (`FUSE_NOTIFY_INVAL_ENTRY`).
     pub const INVAL_ENTRY: i32 = 3;
+    /// Store data in the client's page cache (`FUSE_NOTIFY_STORE`).
     pub const STORE: i32 = 4;
+    /// Ask the client for cached data (`FUSE_NOTIFY_RETRIEVE`).
     pub const RETRIEVE: i32 = 5;
+    /// A directory entry was deleted (`FUSE_NOTIFY_DELETE`).
     pub const DELETE: i32 = 6;
+    /// Ask the client to resend its pending requests (`FUSE_NOTIFY_RESEND`).
     pub const RESEND: i32 = 7;
 }
 
 /// `fuse_init_in.flags | (flags2 << 32)` capability bits negotiated by INIT.
-#[allow(missing_docs)]
 pub mod init_flags {
-    pub const ASYNC_READ: u64 = 1 << 0;
-    pub const POSIX_LOCKS: u64 = 1 << 1;
-    pub const FILE_OPS: u64 = 1 << 2;
-    pub const ATOMIC_O_TRUNC: u64 = 1 << 3;
-    pub const EXPORT_SUPPORT: u64 = 1 << 4;
-    pub const BIG_WRITES: u64 = 1 << 5;
-    pub const DONT_MASK: u64 = 1 << 6;
-    pub const SPLICE_WRITE: u64 = 1 << 7;
-    pub const SPLICE_MOVE: u64 = 1 << 8;
-    pub const SPLICE_READ: u64 = 1 << 9;
-    pub const FLOCK_LOCKS: u64 = 1 << 10;
-    pub const HAS_IOCTL_DIR: u64 = 1 << 11;
-    pub const AUTO_INVAL_DATA: u64 = 1 << 12;
-    pub const DO_READDIRPLUS: u64 = 1 << 13;
-    pub const READDIRPLUS_AUTO: u64 = 1 << 14;
-    pub const ASYNC_DIO: u64 = 1 << 15;
-    pub const WRITEBACK_CACHE: u64 = 1 << 16;
-    pub const NO_OPEN_SUPPORT: u64 = 1 << 17;
-    pub const PARALLEL_DIROPS: u64 = 1 << 18;
-    pub const HANDLE_KILLPRIV: u64 = 1 << 19;
-    pub const POSIX_ACL: u64 = 1 << 20;
-    pub const ABORT_ERROR: u64 = 1 << 21;
-    pub const MAX_PAGES: u64 = 1 << 22;
-    pub const CACHE_SYMLINKS: u64 = 1 << 23;
-    pub const NO_OPENDIR_SUPPORT: u64 = 1 << 24;
-    pub const EXPLICIT_INVAL_DATA: u64 = 1 << 25;
-    pub const MAP_ALIGNMENT: u64 = 1 << 26;
-    pub const SUBMOUNTS: u64 = 1 << 27;
-    pub const HANDLE_KILLPRIV_V2: u64 = 1 << 28;
-    pub const SETXATTR_EXT: u64 = 1 << 29;
-    pub const INIT_EXT: u64 = 1 << 30;
-    pub const INIT_RESERVED: u64 = 1 << 31;
-    pub const SECURITY_CTX: u64 = 1 << 32;
-    pub const HAS_INODE_DAX: u64 = 1 << 33;
-    pub const CREATE_SUPP_GROUP: u64 = 1 << 34;
-    pub const HAS_EXPIRE_ONLY: u64 = 1 << 35;
-    pub const DIRECT_IO_ALLOW_MMAP: u64 = 1 << 36;
-    pub const PASSTHROUGH: u64 = 1 << 37;
-    pub const NO_EXPORT_SUPPORT: u64 = 1 << 38;
-    pub const HAS_RESEND: u64 = 1 << 39;
-    pub const ALLOW_IDMAP: u64 = 1 << 40;
+    bit_flags! {
+        u64, "FUSE_";
+        ASYNC_READ => 0,
+        POSIX_LOCKS => 1,
+        FILE_OPS => 2,
+        ATOMIC_O_TRUNC => 3,
+        EXPORT_SUPPORT => 4,
+        BIG_WRITES => 5,
+        DONT_MASK => 6,
+        SPLICE_WRITE => 7,
+        SPLICE_MOVE => 8,
+        SPLICE_READ => 9,
+        FLOCK_LOCKS => 10,
+        HAS_IOCTL_DIR => 11,
+        AUTO_INVAL_DATA => 12,
+        DO_READDIRPLUS => 13,
+        READDIRPLUS_AUTO => 14,
+        ASYNC_DIO => 15,
+        WRITEBACK_CACHE => 16,
+        NO_OPEN_SUPPORT => 17,
+        PARALLEL_DIROPS => 18,
+        HANDLE_KILLPRIV => 19,
+        POSIX_ACL => 20,
+        ABORT_ERROR => 21,
+        MAX_PAGES => 22,
+        CACHE_SYMLINKS => 23,
+        NO_OPENDIR_SUPPORT => 24,
+        EXPLICIT_INVAL_DATA => 25,
+        MAP_ALIGNMENT => 26,
+        SUBMOUNTS => 27,
+        HANDLE_KILLPRIV_V2 => 28,
+        SETXATTR_EXT => 29,
+        INIT_EXT => 30,
+        INIT_RESERVED => 31,
+        SECURITY_CTX => 32,
+        HAS_INODE_DAX => 33,
+        CREATE_SUPP_GROUP => 34,
+        HAS_EXPIRE_ONLY => 35,
+        DIRECT_IO_ALLOW_MMAP => 36,
+        PASSTHROUGH => 37,
+        NO_EXPORT_SUPPORT => 38,
+        HAS_RESEND => 39,
+        ALLOW_IDMAP => 40,
+    }
 }
 
 /// `fuse_open_out.open_flags` bits.
-#[allow(missing_docs)]
 pub mod fopen {
-    pub const DIRECT_IO: u32 = 1 << 0;
-    pub const KEEP_CACHE: u32 = 1 << 1;
-    pub const NONSEEKABLE: u32 = 1 << 2;
-    pub const CACHE_DIR: u32 = 1 << 3;
-    pub const STREAM: u32 = 1 << 4;
-    pub const NOFLUSH: u32 = 1 << 5;
-    pub const PARALLEL_DIRECT_WRITES: u32 = 1 << 6;
-    pub const PASSTHROUGH: u32 = 1 << 7;
+    bit_flags! {
+        u32, "FOPEN_";
+        DIRECT_IO => 0,
+        KEEP_CACHE => 1,
+        NONSEEKABLE => 2,
+        CACHE_DIR => 3,
+        STREAM => 4,
+        NOFLUSH => 5,
+        PARALLEL_DIRECT_WRITES => 6,
+        PASSTHROUGH => 7,
+    }
 }
 
 /// `fuse_setattr_in.valid` bits: which fields of a SETATTR are to be applied.
-#[allow(missing_docs)]
 pub mod fattr {
-    pub const MODE: u32 = 1 << 0;
-    pub const UID: u32 = 1 << 1;
-    pub const GID: u32 = 1 << 2;
-    pub const SIZE: u32 = 1 << 3;
-    pub const ATIME: u32 = 1 << 4;
-    pub const MTIME: u32 = 1 << 5;
-    pub const FH: u32 = 1 << 6;
-    pub const ATIME_NOW: u32 = 1 << 7;
-    pub const MTIME_NOW: u32 = 1 << 8;
-    pub const LOCKOWNER: u32 = 1 << 9;
-    pub const CTIME: u32 = 1 << 10;
-    pub const KILL_SUIDGID: u32 = 1 << 11;
+    bit_flags! {
+        u32, "FATTR_";
+        MODE => 0,
+        UID => 1,
+        GID => 2,
+        SIZE => 3,
+        ATIME => 4,
+        MTIME => 5,
+        FH => 6,
+        ATIME_NOW => 7,
+        MTIME_NOW => 8,
+        LOCKOWNER => 9,
+        CTIME => 10,
+        KILL_SUIDGID => 11,
+    }
 }
 
 /// Small per-request flag sets.
-#[allow(missing_docs)]
 pub mod flags {
     /// `fuse_getattr_in.getattr_flags`: `fh` is valid.
     pub const GETATTR_FH: u32 = 1 << 0;
@@ -265,9 +257,11 @@ pub mod flags {
 }
 
 /// Types of request extensions that may follow a request's arguments (`enum fuse_ext_type`).
-#[allow(missing_docs)]
 pub mod ext_type {
+    /// Security contexts of a creating request (`fuse_secctx_header`; the kernel's
+    /// `FUSE_MAX_NR_SECCTX`).
     pub const SECURITY_CTX: u32 = 31;
+    /// Supplementary groups of a creating request (`FUSE_EXT_GROUPS`).
     pub const GROUPS: u32 = 32;
 }
 

@@ -191,38 +191,48 @@ impl FromStr for Rule {
         let b = parse_id(spec, "target base", fields[2])?;
         let count = parse_id(spec, "count", fields[3])?;
         check_range(spec, a, count)?;
-        let rule = match kind {
-            "guest" => Rule::Guest {
-                guest: a,
-                host: b,
-                count,
-            },
-            "host" => Rule::Host {
-                host: a,
-                guest: b,
-                count,
-            },
-            "map" => Rule::Map {
-                guest: a,
-                host: b,
-                count,
-            },
-            "squash-guest" => {
-                check_id(spec, b)?;
-                return Ok(Rule::SquashGuest {
+        // `squash` rules map a range to the single id `b`; the others are 1:1.
+        let (rule, squash) = match kind {
+            "guest" => (
+                Rule::Guest {
                     guest: a,
                     host: b,
                     count,
-                });
-            }
-            "squash-host" => {
-                check_id(spec, b)?;
-                return Ok(Rule::SquashHost {
+                },
+                false,
+            ),
+            "host" => (
+                Rule::Host {
                     host: a,
                     guest: b,
                     count,
-                });
-            }
+                },
+                false,
+            ),
+            "map" => (
+                Rule::Map {
+                    guest: a,
+                    host: b,
+                    count,
+                },
+                false,
+            ),
+            "squash-guest" => (
+                Rule::SquashGuest {
+                    guest: a,
+                    host: b,
+                    count,
+                },
+                true,
+            ),
+            "squash-host" => (
+                Rule::SquashHost {
+                    host: a,
+                    guest: b,
+                    count,
+                },
+                true,
+            ),
             _ => {
                 return Err(syntax(
                     spec,
@@ -233,8 +243,13 @@ impl FromStr for Rule {
                 ))
             }
         };
-        // 1:1 rules: the target range must fit too.
-        check_range(spec, b, count)?;
+        if squash {
+            // The single target must be a valid id.
+            check_id(spec, b)?;
+        } else {
+            // 1:1 rules: the target range must fit too.
+            check_range(spec, b, count)?;
+        }
         Ok(rule)
     }
 }
@@ -248,6 +263,17 @@ pub struct NsMap {
     pub outside: u32,
     /// Range length.
     pub count: u32,
+}
+
+impl NsMap {
+    /// The bidirectional rule this entry stands for (namespace id = guest id).
+    fn rule(&self) -> Rule {
+        Rule::Map {
+            guest: self.inside,
+            host: self.outside,
+            count: self.count,
+        }
+    }
 }
 
 /// Parses `:NAMESPACE_ID:HOST_ID:COUNT:`; the separator is the first character.
@@ -447,23 +473,13 @@ impl IdMap {
     /// Adds a `--uid-map` style entry `:NAMESPACE_UID:HOST_UID:COUNT:` as a bidirectional uid
     /// translation (namespace id = guest id).
     pub fn add_uid_ns_map(&mut self, spec: &str) -> Result<(), IdMapError> {
-        let m = parse_ns_map(spec)?;
-        self.uid.add(Rule::Map {
-            guest: m.inside,
-            host: m.outside,
-            count: m.count,
-        })
+        self.uid.add(parse_ns_map(spec)?.rule())
     }
 
     /// Adds a `--gid-map` style entry `:NAMESPACE_GID:HOST_GID:COUNT:` as a bidirectional gid
     /// translation (namespace id = guest id).
     pub fn add_gid_ns_map(&mut self, spec: &str) -> Result<(), IdMapError> {
-        let m = parse_ns_map(spec)?;
-        self.gid.add(Rule::Map {
-            guest: m.inside,
-            host: m.outside,
-            count: m.count,
-        })
+        self.gid.add(parse_ns_map(spec)?.rule())
     }
 
     /// True when neither table has rules.

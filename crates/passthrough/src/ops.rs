@@ -2,7 +2,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -71,6 +71,73 @@ impl PassthroughFs {
         let path_fd = sys::reopen(self.proc_self_fd.as_fd(), file, OFlags::PATH)?;
         let sx = statx_fd(path_fd.as_fd())?;
         self.insert_inode(path_fd, sx, parent_mnt)
+    }
+
+    /// The parent directory of a request that creates or removes the entry `name`, after the
+    /// checks every such request makes: the share is writable (`EROFS`) and `name` is not
+    /// `.` or `..` (`dot_errno`).
+    fn writable_parent(
+        &self,
+        parent: Inode,
+        name: &Name<'_>,
+        dot_errno: i32,
+    ) -> io::Result<Arc<InodeData>> {
+        self.check_writable()?;
+        check_plain_name(name, dot_errno)?;
+        self.inode(parent)
+    }
+
+    /// Runs `create(parent fd)` with the caller's credentials (see
+    /// [`caller_creds`](Self::caller_creds)). The parent's fd is taken first, with the
+    /// daemon's own: reopening a file handle needs its capabilities.
+    fn as_caller_in<T>(
+        &self,
+        ctx: &Context,
+        parent: &InodeData,
+        create: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let pfd = parent.fd()?;
+        let _creds = self.caller_creds(ctx)?;
+        create(pfd.as_fd())
+    }
+
+    /// Killpriv v2: an open with `O_TRUNC` and `FUSE_OPEN_KILL_SUIDGID` clears setuid/setgid
+    /// of `data` (through `file`), as a local truncating open by a non-owner would.
+    fn kill_suidgid_on_trunc(
+        &self,
+        data: &InodeData,
+        oflags: OFlags,
+        fuse_open_flags: u32,
+        file: BorrowedFd<'_>,
+    ) -> io::Result<()> {
+        if oflags.contains(OFlags::TRUNC)
+            && fuse_open_flags & fuse_flags::OPEN_KILL_SUIDGID != 0
+            && self.killpriv_v2.load(Ordering::Relaxed)
+        {
+            self.kill_suidgid(data, Some(file))?;
+        }
+        Ok(())
+    }
+
+    /// Enters `file`, opened on `inode` (a directory for OPENDIR), in the handle table.
+    fn new_handle(&self, inode: Inode, file: OwnedFd, dir: bool) -> io::Result<Opened> {
+        let handle = self.handles.insert(HandleData::new(inode, file))?;
+        Ok(Opened {
+            handle,
+            open_flags: self.fopen_flags(dir),
+        })
+    }
+
+    /// The reply to CREATE and TMPFILE for the new file `file` with entry `entry`: enters it
+    /// in the handle table, or drops the entry's lookup when that fails.
+    fn created_and_opened(&self, entry: Entry, file: OwnedFd) -> io::Result<(Entry, Opened)> {
+        match self.new_handle(entry.inode, file, false) {
+            Ok(opened) => Ok((entry, opened)),
+            Err(e) => {
+                self.inodes.forget(entry.inode, 1);
+                Err(e)
+            }
+        }
     }
 
     fn attr_reply(&self, st: libc::stat64) -> AttrReply {
@@ -369,14 +436,10 @@ impl FileSystem for PassthroughFs {
         parent: Inode,
         name: Name<'_>,
     ) -> io::Result<Entry> {
-        self.check_writable()?;
-        check_plain_name(&name, libc::EEXIST)?;
-        let p = self.inode(parent)?;
-        {
-            let pfd = p.fd()?;
-            let _creds = self.caller_creds(ctx)?;
-            rustix::fs::symlinkat(target, pfd.as_fd(), name.as_c_str())?;
-        }
+        let p = self.writable_parent(parent, &name, libc::EEXIST)?;
+        self.as_caller_in(ctx, &p, |pfd| {
+            Ok(rustix::fs::symlinkat(target, pfd, name.as_c_str())?)
+        })?;
         self.created_entry(ctx, &p, name.as_c_str())
     }
 
@@ -389,9 +452,7 @@ impl FileSystem for PassthroughFs {
         rdev: u32,
         umask: u32,
     ) -> io::Result<Entry> {
-        self.check_writable()?;
-        check_plain_name(&name, libc::EEXIST)?;
-        let p = self.inode(parent)?;
+        let p = self.writable_parent(parent, &name, libc::EEXIST)?;
         let file_type = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => FileType::RegularFile,
             libc::S_IFIFO => FileType::Fifo,
@@ -400,18 +461,16 @@ impl FileSystem for PassthroughFs {
             libc::S_IFBLK => FileType::BlockDevice,
             _ => return Err(errno(libc::EINVAL)),
         };
-        {
-            let pfd = p.fd()?;
-            let mode = self.creation_mode(mode, umask);
-            let _creds = self.caller_creds(ctx)?;
-            rustix::fs::mknodat(
-                pfd.as_fd(),
+        let mode = Mode::from_bits_retain(self.creation_mode(mode, umask));
+        self.as_caller_in(ctx, &p, |pfd| {
+            Ok(rustix::fs::mknodat(
+                pfd,
                 name.as_c_str(),
                 file_type,
-                Mode::from_bits_retain(mode),
+                mode,
                 u64::from(rdev),
-            )?;
-        }
+            )?)
+        })?;
         self.created_entry(ctx, &p, name.as_c_str())
     }
 
@@ -423,30 +482,22 @@ impl FileSystem for PassthroughFs {
         mode: u32,
         umask: u32,
     ) -> io::Result<Entry> {
-        self.check_writable()?;
-        check_plain_name(&name, libc::EEXIST)?;
-        let p = self.inode(parent)?;
-        {
-            let pfd = p.fd()?;
-            let mode = self.creation_mode(mode, umask);
-            let _creds = self.caller_creds(ctx)?;
-            rustix::fs::mkdirat(pfd.as_fd(), name.as_c_str(), Mode::from_bits_retain(mode))?;
-        }
+        let p = self.writable_parent(parent, &name, libc::EEXIST)?;
+        let mode = Mode::from_bits_retain(self.creation_mode(mode, umask));
+        self.as_caller_in(ctx, &p, |pfd| {
+            Ok(rustix::fs::mkdirat(pfd, name.as_c_str(), mode)?)
+        })?;
         self.created_entry(ctx, &p, name.as_c_str())
     }
 
     fn unlink(&self, _ctx: &Context, parent: Inode, name: Name<'_>) -> io::Result<()> {
-        self.check_writable()?;
-        check_plain_name(&name, libc::EISDIR)?;
-        let p = self.inode(parent)?;
+        let p = self.writable_parent(parent, &name, libc::EISDIR)?;
         rustix::fs::unlinkat(p.fd()?.as_fd(), name.as_c_str(), AtFlags::empty())?;
         Ok(())
     }
 
     fn rmdir(&self, _ctx: &Context, parent: Inode, name: Name<'_>) -> io::Result<()> {
-        self.check_writable()?;
-        check_plain_name(&name, libc::EINVAL)?;
-        let p = self.inode(parent)?;
+        let p = self.writable_parent(parent, &name, libc::EINVAL)?;
         rustix::fs::unlinkat(p.fd()?.as_fd(), name.as_c_str(), AtFlags::REMOVEDIR)?;
         Ok(())
     }
@@ -550,17 +601,8 @@ impl FileSystem for PassthroughFs {
             }
             r => r?,
         };
-        if oflags.contains(OFlags::TRUNC)
-            && fuse_open_flags & fuse_flags::OPEN_KILL_SUIDGID != 0
-            && self.killpriv_v2.load(Ordering::Relaxed)
-        {
-            self.kill_suidgid(&data, Some(file.as_fd()))?;
-        }
-        let handle = self.handles.insert(HandleData::new(inode, file))?;
-        Ok(Opened {
-            handle,
-            open_flags: self.fopen_flags(false),
-        })
+        self.kill_suidgid_on_trunc(&data, oflags, fuse_open_flags, file.as_fd())?;
+        self.new_handle(inode, file, false)
     }
 
     fn create(
@@ -573,30 +615,22 @@ impl FileSystem for PassthroughFs {
         umask: u32,
         fuse_open_flags: u32,
     ) -> io::Result<(Entry, Opened)> {
-        self.check_writable()?;
-        check_plain_name(&name, libc::EISDIR)?;
-        let p = self.inode(parent)?;
+        let p = self.writable_parent(parent, &name, libc::EISDIR)?;
         let oflags = self.file_open_flags(flags)?;
         let guest_excl = flags as i32 & libc::O_EXCL != 0;
         self.handles.check_room()?;
         // Always create exclusively: an existing name is opened like OPEN does (regular files
         // only), so that a special file (a fifo that would block, a device node) is never
         // opened through O_CREAT.
-        let created = {
-            let pfd = p.fd()?;
-            let mode = self.creation_mode(mode, umask);
-            let _creds = self.caller_creds(ctx)?;
-            match rustix::fs::openat(
-                pfd.as_fd(),
-                name.as_c_str(),
-                oflags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_bits_retain(mode),
-            ) {
-                Ok(f) => Some(f),
-                Err(rustix::io::Errno::EXIST) if !guest_excl => None,
-                Err(e) => return Err(e.into()),
+        let mode = Mode::from_bits_retain(self.creation_mode(mode, umask));
+        let created = self.as_caller_in(ctx, &p, |pfd| {
+            let how = oflags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rustix::fs::openat(pfd, name.as_c_str(), how, mode) {
+                Ok(f) => Ok(Some(f)),
+                Err(rustix::io::Errno::EXIST) if !guest_excl => Ok(None),
+                Err(e) => Err(e.into()),
             }
-        };
+        })?;
         let (entry, file) = match created {
             Some(file) => (self.enter_open_file(file.as_fd(), p.key.mnt_id)?, file),
             None => {
@@ -630,26 +664,8 @@ impl FileSystem for PassthroughFs {
         if ctx.security_ctx.is_some() {
             self.apply_security_ctx(ctx, &data);
         }
-        if oflags.contains(OFlags::TRUNC)
-            && fuse_open_flags & fuse_flags::OPEN_KILL_SUIDGID != 0
-            && self.killpriv_v2.load(Ordering::Relaxed)
-        {
-            self.kill_suidgid(&data, Some(file.as_fd()))?;
-        }
-        let handle = match self.handles.insert(HandleData::new(entry.inode, file)) {
-            Ok(h) => h,
-            Err(e) => {
-                self.inodes.forget(entry.inode, 1);
-                return Err(e);
-            }
-        };
-        Ok((
-            entry,
-            Opened {
-                handle,
-                open_flags: self.fopen_flags(false),
-            },
-        ))
+        self.kill_suidgid_on_trunc(&data, oflags, fuse_open_flags, file.as_fd())?;
+        self.created_and_opened(entry, file)
     }
 
     fn tmpfile(
@@ -667,32 +683,13 @@ impl FileSystem for PassthroughFs {
             oflags = (oflags & !OFlags::RDONLY) | OFlags::RDWR;
         }
         self.handles.check_room()?;
-        let file = {
-            let pfd = p.fd()?;
-            let mode = self.creation_mode(mode, umask);
-            let _creds = self.caller_creds(ctx)?;
-            rustix::fs::openat(
-                pfd.as_fd(),
-                c".",
-                oflags | OFlags::TMPFILE | OFlags::CLOEXEC,
-                Mode::from_bits_retain(mode),
-            )?
-        };
+        let mode = Mode::from_bits_retain(self.creation_mode(mode, umask));
+        let file = self.as_caller_in(ctx, &p, |pfd| {
+            let how = oflags | OFlags::TMPFILE | OFlags::CLOEXEC;
+            Ok(rustix::fs::openat(pfd, c".", how, mode)?)
+        })?;
         let entry = self.enter_open_file(file.as_fd(), p.key.mnt_id)?;
-        let handle = match self.handles.insert(HandleData::new(entry.inode, file)) {
-            Ok(h) => h,
-            Err(e) => {
-                self.inodes.forget(entry.inode, 1);
-                return Err(e);
-            }
-        };
-        Ok((
-            entry,
-            Opened {
-                handle,
-                open_flags: self.fopen_flags(false),
-            },
-        ))
+        self.created_and_opened(entry, file)
     }
 
     fn read(
@@ -895,11 +892,7 @@ impl FileSystem for PassthroughFs {
         }
         self.handles.check_room()?;
         let file = self.open_inode(&data, OFlags::RDONLY | OFlags::DIRECTORY)?;
-        let handle = self.handles.insert(HandleData::new(inode, file))?;
-        Ok(Opened {
-            handle,
-            open_flags: self.fopen_flags(true),
-        })
+        self.new_handle(inode, file, true)
     }
 
     fn readdir(
@@ -912,30 +905,14 @@ impl FileSystem for PassthroughFs {
         add: &mut dyn FnMut(DirEntry<'_>) -> io::Result<bool>,
     ) -> io::Result<()> {
         let h = self.handles.get(handle, inode)?;
-        let mut pos = h.lock_dir();
-        // Unknown until this call completes: an error midway leaves the stream anywhere.
-        if pos.take() != Some(offset) {
-            sys::lseek(h.file.as_fd(), offset as i64, libc::SEEK_SET)?;
-        }
-        let mut last = offset;
-        let mut complete = true;
-        sys::for_each_dirent(h.file.as_fd(), size as usize, |ino, next, typ, name| {
-            let more = add(DirEntry {
+        list_dir(&h, size, offset, |ino, next, typ, name| {
+            add(DirEntry {
                 ino,
                 offset: next,
                 typ,
                 name,
-            })?;
-            if more {
-                last = next;
-            } else {
-                complete = false;
-            }
-            Ok(more)
-        })?;
-        // When we stopped early the stream went past what the guest got: seek next time.
-        *pos = if complete { Some(last) } else { None };
-        Ok(())
+            })
+        })
     }
 
     fn readdirplus(
@@ -949,14 +926,7 @@ impl FileSystem for PassthroughFs {
     ) -> io::Result<()> {
         let h = self.handles.get(handle, inode)?;
         let dir = self.inode(inode)?;
-        let mut pos = h.lock_dir();
-        // Unknown until this call completes: an error midway leaves the stream anywhere.
-        if pos.take() != Some(offset) {
-            sys::lseek(h.file.as_fd(), offset as i64, libc::SEEK_SET)?;
-        }
-        let mut last = offset;
-        let mut complete = true;
-        sys::for_each_dirent(h.file.as_fd(), size as usize, |ino, next, typ, name| {
+        list_dir(&h, size, offset, |ino, next, typ, name| {
             let dirent = DirEntry {
                 ino,
                 offset: next,
@@ -984,10 +954,7 @@ impl FileSystem for PassthroughFs {
                 match self.do_lookup(&dir, &cname) {
                     Ok(e) => e,
                     // Gone since getdents read it: skip it.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                        last = next;
-                        return Ok(true);
-                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
                     Err(e) => return Err(e),
                 }
             };
@@ -1001,14 +968,8 @@ impl FileSystem for PassthroughFs {
             if !matches!(more, Ok(true)) && entry.inode != 0 {
                 self.inodes.forget(entry.inode, 1);
             }
-            match more {
-                Ok(true) => last = next,
-                _ => complete = false,
-            }
             more
-        })?;
-        *pos = if complete { Some(last) } else { None };
-        Ok(())
+        })
     }
 
     fn releasedir(
@@ -1212,6 +1173,36 @@ impl FileSystem for PassthroughFs {
         rustix::fs::syncfs(&fd)?;
         Ok(())
     }
+}
+
+/// Lists the directory open as `h` from cookie `offset` (about `size` bytes of `getdents`
+/// output), calling `each(ino, next cookie, DT_* type, name)` for each entry until it returns
+/// `Ok(false)` or fails. Keeps track of the stream position, so that a call that resumes
+/// where the previous one stopped needs no seek.
+fn list_dir(
+    h: &HandleData,
+    size: u32,
+    offset: u64,
+    mut each: impl FnMut(u64, u64, u32, &[u8]) -> io::Result<bool>,
+) -> io::Result<()> {
+    let mut pos = h.lock_dir();
+    // Unknown until this call completes: an error midway leaves the stream anywhere.
+    if pos.take() != Some(offset) {
+        sys::lseek(h.file.as_fd(), offset as i64, libc::SEEK_SET)?;
+    }
+    let mut last = offset;
+    let mut complete = true;
+    sys::for_each_dirent(h.file.as_fd(), size as usize, |ino, next, typ, name| {
+        let more = each(ino, next, typ, name);
+        match more {
+            Ok(true) => last = next,
+            _ => complete = false,
+        }
+        more
+    })?;
+    // When we stopped early the stream went past what the guest got: seek next time.
+    *pos = if complete { Some(last) } else { None };
+    Ok(())
 }
 
 /// Repeats `step(offset, len)` (a `preadv`/`pwritev`-like partial transfer) until `size` bytes

@@ -2,19 +2,33 @@
 //! [`FileSystem`] methods directly as the server would.
 
 use std::ffi::{CStr, CString};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use vhostfs_server::abi::init_flags;
 use vhostfs_server::{
-    Context, DirEntry, Entry, FileSystem, Lock, Name, SetAttr, SetTime, SliceReader, VecWriter,
-    XattrReply, ROOT_INODE,
+    Context, DirEntry, Entry, FileSystem, IoFlags, Lock, Name, Opened, SetAttr, SetTime,
+    SliceReader, VecWriter, XattrReply, ROOT_INODE,
 };
 
 use crate::{CachePolicy, Config, InodeFileHandles, PassthroughFs};
 
 fn root_ctx() -> Context {
     Context::default()
+}
+
+/// A caller with `uid` and `gid` and nothing else.
+fn caller(uid: u32, gid: u32) -> Context {
+    Context {
+        uid,
+        gid,
+        ..Default::default()
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().as_raw() == 0
 }
 
 fn name(s: &str) -> CString {
@@ -25,7 +39,7 @@ fn n(c: &CStr) -> Name<'_> {
     Name::new(c).unwrap()
 }
 
-fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+fn errno_of<T>(r: io::Result<T>) -> i32 {
     match r {
         Ok(_) => panic!("expected an error"),
         Err(e) => e.raw_os_error().expect("an errno"),
@@ -51,9 +65,144 @@ fn new_fs(dir: &Path) -> PassthroughFs {
     new_fs_with(dir, |_| {})
 }
 
-fn lookup(fs: &PassthroughFs, parent: u64, s: &str) -> std::io::Result<Entry> {
+/// A file system on a new empty share, made from [`Config::default`] as `f` edits it (none of
+/// the settings [`new_fs_with`] adds), and the flags its `init` (offered everything) returned.
+fn init_fs(f: impl FnOnce(&mut Config)) -> (tempfile::TempDir, PassthroughFs, u64) {
+    let td = tempfile::tempdir().unwrap();
+    let mut cfg = Config {
+        root_dir: td.path().to_path_buf(),
+        ..Config::default()
+    };
+    f(&mut cfg);
+    let fs = PassthroughFs::new(cfg).unwrap();
+    let got = fs.init(u64::MAX).unwrap();
+    (td, fs, got)
+}
+
+/// A file system (see [`new_fs_with`]) on a new empty share.
+fn empty_fs_with(f: impl FnOnce(&mut Config)) -> (tempfile::TempDir, PassthroughFs) {
+    let td = tempfile::tempdir().unwrap();
+    let fs = new_fs_with(td.path(), f);
+    (td, fs)
+}
+
+fn empty_fs() -> (tempfile::TempDir, PassthroughFs) {
+    empty_fs_with(|_| {})
+}
+
+/// A file system (see [`new_fs_with`]) on a new share holding the file `a` with `content`,
+/// and the entry of `a` (one lookup).
+fn fs_with_file_a(
+    content: &[u8],
+    f: impl FnOnce(&mut Config),
+) -> (tempfile::TempDir, PassthroughFs, Entry) {
+    let td = tempfile::tempdir().unwrap();
+    std::fs::write(td.path().join("a"), content).unwrap();
+    let fs = new_fs_with(td.path(), f);
+    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    (td, fs, e)
+}
+
+/// A new share holding the empty files `{prefix}0` .. `{prefix}{count - 1}` (numbers padded
+/// to `width` digits).
+fn share_with_files(prefix: &str, count: usize, width: usize) -> tempfile::TempDir {
+    let td = tempfile::tempdir().unwrap();
+    for i in 0..count {
+        std::fs::write(td.path().join(format!("{prefix}{i:0width$}")), b"").unwrap();
+    }
+    td
+}
+
+/// A world-writable share for the tests that switch credentials, or `None` when the tests do
+/// not run as root (those tests are then skipped).
+fn world_writable_share() -> Option<tempfile::TempDir> {
+    if !is_root() {
+        return None;
+    }
+    let td = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    Some(td)
+}
+
+fn lookup(fs: &PassthroughFs, parent: u64, s: &str) -> io::Result<Entry> {
     let c = name(s);
     fs.lookup(&root_ctx(), parent, n(&c))
+}
+
+/// OPEN of `inode` with `flags` (`O_*`) as root; the handle.
+fn open_handle(fs: &PassthroughFs, inode: u64, flags: i32) -> u64 {
+    fs.open(&root_ctx(), inode, flags as u32, 0).unwrap().handle
+}
+
+/// CREATE of `s` in the root directory by `ctx`, with `flags` (`O_*`) and umask 0.
+fn create(
+    fs: &PassthroughFs,
+    ctx: &Context,
+    s: &str,
+    mode: u32,
+    flags: i32,
+) -> io::Result<(Entry, Opened)> {
+    let c = name(s);
+    fs.create(ctx, ROOT_INODE, n(&c), mode, flags as u32, 0, 0)
+}
+
+/// READ of at most `size` bytes at `offset` through `handle`, as root: the data.
+fn read(
+    fs: &PassthroughFs,
+    inode: u64,
+    handle: u64,
+    size: u32,
+    offset: u64,
+) -> io::Result<Vec<u8>> {
+    let mut w = VecWriter::new(size as usize);
+    let got = fs.read(
+        &root_ctx(),
+        inode,
+        handle,
+        &mut w,
+        size,
+        offset,
+        IoFlags::default(),
+    )?;
+    assert_eq!(got, w.as_slice().len(), "READ returns what it wrote");
+    Ok(w.into_inner())
+}
+
+/// WRITE of `data` at `offset` through `handle`, as root: the count.
+fn write(
+    fs: &PassthroughFs,
+    inode: u64,
+    handle: u64,
+    data: &[u8],
+    offset: u64,
+    flags: IoFlags,
+) -> io::Result<usize> {
+    let mut r = SliceReader::new(data);
+    let size = data.len() as u32;
+    fs.write(&root_ctx(), inode, handle, &mut r, size, offset, flags)
+}
+
+/// A POSIX write lock of the bytes `start..=end`.
+fn write_lock(start: u64, end: u64, pid: u32) -> Lock {
+    Lock {
+        start,
+        end,
+        typ: libc::F_WRLCK as u32,
+        pid,
+    }
+}
+
+/// The unlock of the range of `lock`.
+fn unlock(lock: Lock) -> Lock {
+    Lock {
+        typ: libc::F_UNLCK as u32,
+        ..lock
+    }
+}
+
+/// Permission bits (setuid, setgid and sticky included) of the host file `p`.
+fn mode_of(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
 fn readdir_names(fs: &PassthroughFs, dir: u64) -> Vec<String> {
@@ -69,12 +218,17 @@ fn readdir_names(fs: &PassthroughFs, dir: u64) -> Vec<String> {
     out
 }
 
+fn xattr_list(p: &Path) -> Vec<u8> {
+    let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::fs::listxattr(c.as_c_str(), &mut buf[..]).unwrap();
+    buf.truncate(n);
+    buf
+}
+
 #[test]
 fn lookup_getattr_and_forget() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"hello").unwrap();
-    let fs = new_fs(td.path());
-    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    let (_td, fs, e) = fs_with_file_a(b"hello", |_| {});
     assert_ne!(e.inode, ROOT_INODE);
     assert_eq!(e.attr.st_size, 5);
     let e2 = lookup(&fs, ROOT_INODE, "a").unwrap();
@@ -118,11 +272,8 @@ fn dotdot_at_root_is_root() {
 
 #[test]
 fn hard_links_share_an_inode() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"x").unwrap();
+    let (td, fs, a) = fs_with_file_a(b"x", |_| {});
     std::fs::hard_link(td.path().join("a"), td.path().join("b")).unwrap();
-    let fs = new_fs(td.path());
-    let a = lookup(&fs, ROOT_INODE, "a").unwrap();
     let b = lookup(&fs, ROOT_INODE, "b").unwrap();
     assert_eq!(a.inode, b.inode);
     let c_name = name("c");
@@ -136,8 +287,7 @@ fn hard_links_share_an_inode() {
 
 #[test]
 fn create_write_read_roundtrip() {
-    let td = tempfile::tempdir().unwrap();
-    let fs = new_fs(td.path());
+    let (td, fs) = empty_fs();
     let f = name("f");
     let (e, o) = fs
         .create(
@@ -151,48 +301,11 @@ fn create_write_read_roundtrip() {
         )
         .unwrap();
     let data = vec![7u8; 100_000];
-    let mut r = SliceReader::new(&data);
-    let w = fs
-        .write(
-            &root_ctx(),
-            e.inode,
-            o.handle,
-            &mut r,
-            data.len() as u32,
-            0,
-            Default::default(),
-        )
-        .unwrap();
+    let w = write(&fs, e.inode, o.handle, &data, 0, IoFlags::default()).unwrap();
     assert_eq!(w, data.len());
-    let mut out = VecWriter::new(1 << 20);
-    let got = fs
-        .read(
-            &root_ctx(),
-            e.inode,
-            o.handle,
-            &mut out,
-            200_000,
-            0,
-            Default::default(),
-        )
-        .unwrap();
-    assert_eq!(got, data.len());
-    assert_eq!(out.as_slice(), &data[..]);
+    assert_eq!(read(&fs, e.inode, o.handle, 200_000, 0).unwrap(), data);
     // Read past EOF returns 0.
-    let mut out = VecWriter::new(1 << 20);
-    assert_eq!(
-        fs.read(
-            &root_ctx(),
-            e.inode,
-            o.handle,
-            &mut out,
-            10,
-            200_000,
-            Default::default()
-        )
-        .unwrap(),
-        0
-    );
+    assert_eq!(read(&fs, e.inode, o.handle, 10, 200_000).unwrap(), b"");
     fs.flush(&root_ctx(), e.inode, o.handle, 0).unwrap();
     fs.fsync(&root_ctx(), e.inode, true, o.handle).unwrap();
     fs.release(&root_ctx(), e.inode, 0, o.handle, false, false, None)
@@ -206,35 +319,25 @@ fn create_write_read_roundtrip() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
     // O_EXCL on an existing file.
     assert_eq!(
-        errno_of(fs.create(
+        errno_of(create(
+            &fs,
             &root_ctx(),
-            ROOT_INODE,
-            n(&f),
+            "f",
             0o644,
-            (libc::O_RDWR | libc::O_EXCL) as u32,
-            0,
-            0
+            libc::O_RDWR | libc::O_EXCL
         )),
         libc::EEXIST
     );
     // Open + O_TRUNC.
-    let o = fs
-        .open(
-            &root_ctx(),
-            e.inode,
-            (libc::O_WRONLY | libc::O_TRUNC) as u32,
-            0,
-        )
-        .unwrap();
+    let h = open_handle(&fs, e.inode, libc::O_WRONLY | libc::O_TRUNC);
     assert_eq!(std::fs::metadata(td.path().join("f")).unwrap().len(), 0);
-    fs.release(&root_ctx(), e.inode, 0, o.handle, false, false, None)
+    fs.release(&root_ctx(), e.inode, 0, h, false, false, None)
         .unwrap();
 }
 
 #[test]
 fn umask_is_applied() {
-    let td = tempfile::tempdir().unwrap();
-    let fs = new_fs(td.path());
+    let (_td, fs) = empty_fs();
     let d = name("d");
     let e = fs
         .mkdir(&root_ctx(), ROOT_INODE, n(&d), 0o777, 0o027)
@@ -245,25 +348,13 @@ fn umask_is_applied() {
     let d2 = name("d2");
     let e = fs.mkdir(&root_ctx(), ROOT_INODE, n(&d2), 0o777, 0).unwrap();
     assert_eq!(e.attr.st_mode & 0o7777, 0o777);
-    let f = name("f");
-    let (e, _) = fs
-        .create(
-            &root_ctx(),
-            ROOT_INODE,
-            n(&f),
-            0o666,
-            libc::O_RDWR as u32,
-            0,
-            0,
-        )
-        .unwrap();
+    let (e, _) = create(&fs, &root_ctx(), "f", 0o666, libc::O_RDWR).unwrap();
     assert_eq!(e.attr.st_mode & 0o7777, 0o666);
 }
 
 #[test]
 fn mkdir_unlink_rmdir_mknod_symlink() {
-    let td = tempfile::tempdir().unwrap();
-    let fs = new_fs(td.path());
+    let (td, fs) = empty_fs();
     let ctx = root_ctx();
     let d = name("d");
     let de = fs.mkdir(&ctx, ROOT_INODE, n(&d), 0o755, 0).unwrap();
@@ -298,10 +389,7 @@ fn mkdir_unlink_rmdir_mknod_symlink() {
 
 #[test]
 fn readdir_cookies_resume() {
-    let td = tempfile::tempdir().unwrap();
-    for i in 0..50 {
-        std::fs::write(td.path().join(format!("file{i:02}")), b"").unwrap();
-    }
+    let td = share_with_files("file", 50, 2);
     let fs = new_fs(td.path());
     let ctx = root_ctx();
     let h = fs.opendir(&ctx, ROOT_INODE, 0).unwrap().handle;
@@ -344,16 +432,12 @@ fn readdir_cookies_resume() {
 
 #[test]
 fn readdirplus_counts_lookups_and_undoes_refused_entries() {
-    let td = tempfile::tempdir().unwrap();
-    for i in 0..5 {
-        std::fs::write(td.path().join(format!("f{i}")), b"").unwrap();
-    }
+    let td = share_with_files("f", 5, 1);
     let fs = new_fs(td.path());
-    let ctx = root_ctx();
-    let h = fs.opendir(&ctx, ROOT_INODE, 0).unwrap().handle;
+    let h = fs.opendir(&root_ctx(), ROOT_INODE, 0).unwrap().handle;
     let mut seen = Vec::new();
     let mut added = 0;
-    fs.readdirplus(&ctx, ROOT_INODE, h, 4096, 0, &mut |d, e| {
+    fs.readdirplus(&root_ctx(), ROOT_INODE, h, 4096, 0, &mut |d, e| {
         if d.name == b"." || d.name == b".." {
             assert_eq!(e.inode, 0);
             return Ok(true);
@@ -372,7 +456,7 @@ fn readdirplus_counts_lookups_and_undoes_refused_entries() {
     for i in seen {
         assert_eq!(fs.inodes.get(i).unwrap().refcount(), 1);
     }
-    fs.releasedir(&ctx, ROOT_INODE, 0, h).unwrap();
+    fs.releasedir(&root_ctx(), ROOT_INODE, 0, h).unwrap();
 }
 
 #[test]
@@ -416,11 +500,8 @@ fn rename_flags() {
 
 #[test]
 fn setattr_mode_size_times_owner() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"hello world").unwrap();
-    let fs = new_fs(td.path());
+    let (_td, fs, e) = fs_with_file_a(b"hello world", |_| {});
     let ctx = root_ctx();
-    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
     let r = fs
         .setattr(
             &ctx,
@@ -450,7 +531,7 @@ fn setattr_mode_size_times_owner() {
     assert_eq!(r.attr.st_uid, 1234);
     assert_eq!(r.attr.st_gid, 4321);
     // Through a handle, and "now".
-    let o = fs.open(&ctx, e.inode, libc::O_RDWR as u32, 0).unwrap();
+    let h = open_handle(&fs, e.inode, libc::O_RDWR);
     let r = fs
         .setattr(
             &ctx,
@@ -458,24 +539,20 @@ fn setattr_mode_size_times_owner() {
             SetAttr {
                 size: Some(2),
                 mtime: Some(SetTime::Now),
-                handle: Some(o.handle),
+                handle: Some(h),
                 ..Default::default()
             },
         )
         .unwrap();
     assert_eq!(r.attr.st_size, 2);
     assert!(r.attr.st_mtime > 2000);
-    fs.release(&ctx, e.inode, 0, o.handle, false, false, None)
-        .unwrap();
+    fs.release(&ctx, e.inode, 0, h, false, false, None).unwrap();
 }
 
 /// Found by fuzzing: an owner of -1 (chown's "unchanged") used to panic inside rustix.
 #[test]
 fn setattr_owner_minus_one_is_refused() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"x").unwrap();
-    let fs = new_fs(td.path());
-    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
+    let (_td, fs, e) = fs_with_file_a(b"x", |_| {});
     for attr in [
         SetAttr {
             uid: Some(u32::MAX),
@@ -509,35 +586,24 @@ fn planted_symlinks_are_never_followed() {
     for link in ["abs", "rel"] {
         let e = lookup(&fs, ROOT_INODE, link).unwrap();
         assert_eq!(e.attr.st_mode & libc::S_IFMT, libc::S_IFLNK);
-        assert_eq!(
-            errno_of(fs.open(&ctx, e.inode, libc::O_RDONLY as u32, 0)),
-            libc::ELOOP
-        );
-        assert_eq!(
-            errno_of(fs.open(&ctx, e.inode, (libc::O_WRONLY | libc::O_TRUNC) as u32, 0)),
-            libc::ELOOP
-        );
+        for flags in [libc::O_RDONLY, libc::O_WRONLY | libc::O_TRUNC] {
+            assert_eq!(
+                errno_of(fs.open(&ctx, e.inode, flags as u32, 0)),
+                libc::ELOOP
+            );
+        }
         // chmod of a symlink is refused; truncate too.
-        assert!(fs
-            .setattr(
-                &ctx,
-                e.inode,
-                SetAttr {
-                    mode: Some(0o777),
-                    ..Default::default()
-                }
-            )
-            .is_err());
-        assert!(fs
-            .setattr(
-                &ctx,
-                e.inode,
-                SetAttr {
-                    size: Some(0),
-                    ..Default::default()
-                }
-            )
-            .is_err());
+        let chmod = SetAttr {
+            mode: Some(0o777),
+            ..Default::default()
+        };
+        let truncate = SetAttr {
+            size: Some(0),
+            ..Default::default()
+        };
+        for attr in [chmod, truncate] {
+            assert!(fs.setattr(&ctx, e.inode, attr).is_err());
+        }
         // Times and owner change the link itself.
         fs.setattr(
             &ctx,
@@ -562,38 +628,16 @@ fn planted_symlinks_are_never_followed() {
     assert_ne!(meta.uid(), 99);
     assert_eq!(xattr_list(&secret), Vec::<u8>::new());
     // Creating through a symlink name fails instead of following it.
-    let abs = name("abs");
-    assert!(fs
-        .create(
-            &ctx,
-            ROOT_INODE,
-            n(&abs),
-            0o644,
-            libc::O_WRONLY as u32,
-            0,
-            0
-        )
-        .is_err());
+    assert!(create(&fs, &ctx, "abs", 0o644, libc::O_WRONLY).is_err());
     assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
     let dl = lookup(&fs, ROOT_INODE, "dirlink").unwrap();
     assert_eq!(errno_of(fs.opendir(&ctx, dl.inode, 0)), libc::ENOTDIR);
 }
 
-fn xattr_list(p: &Path) -> Vec<u8> {
-    let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = rustix::fs::listxattr(c.as_c_str(), &mut buf[..]).unwrap();
-    buf.truncate(n);
-    buf
-}
-
 #[test]
 fn xattr_size_probe_and_erange() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"").unwrap();
-    let fs = new_fs(td.path());
+    let (_td, fs, e) = fs_with_file_a(b"", |_| {});
     let ctx = root_ctx();
-    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
     fs.setxattr(&ctx, e.inode, c"user.k", b"value", 0, 0)
         .unwrap();
     assert_eq!(
@@ -634,8 +678,7 @@ fn xattr_size_probe_and_erange() {
 
 #[test]
 fn xattr_disabled_is_enosys() {
-    let td = tempfile::tempdir().unwrap();
-    let fs = new_fs_with(td.path(), |c| c.xattr = false);
+    let (_td, fs) = empty_fs_with(|c| c.xattr = false);
     let ctx = root_ctx();
     assert_eq!(
         errno_of(fs.getxattr(&ctx, ROOT_INODE, c"user.x", 0)),
@@ -654,11 +697,8 @@ fn xattr_disabled_is_enosys() {
 
 #[test]
 fn readonly_refuses_modifications() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"data").unwrap();
-    let fs = new_fs_with(td.path(), |c| c.readonly = true);
+    let (td, fs, e) = fs_with_file_a(b"data", |c| c.readonly = true);
     let ctx = root_ctx();
-    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
     let x = name("x");
     let a = name("a");
     assert_eq!(
@@ -666,7 +706,7 @@ fn readonly_refuses_modifications() {
         libc::EROFS
     );
     assert_eq!(
-        errno_of(fs.create(&ctx, ROOT_INODE, n(&x), 0o644, libc::O_RDWR as u32, 0, 0)),
+        errno_of(create(&fs, &ctx, "x", 0o644, libc::O_RDWR)),
         libc::EROFS
     );
     assert_eq!(errno_of(fs.unlink(&ctx, ROOT_INODE, n(&a))), libc::EROFS);
@@ -681,39 +721,28 @@ fn readonly_refuses_modifications() {
         )),
         libc::EROFS
     );
-    assert_eq!(
-        errno_of(fs.open(&ctx, e.inode, libc::O_RDWR as u32, 0)),
-        libc::EROFS
-    );
-    assert_eq!(
-        errno_of(fs.open(&ctx, e.inode, (libc::O_RDONLY | libc::O_TRUNC) as u32, 0)),
-        libc::EROFS
-    );
+    for flags in [libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+        assert_eq!(
+            errno_of(fs.open(&ctx, e.inode, flags as u32, 0)),
+            libc::EROFS
+        );
+    }
     assert_eq!(
         errno_of(fs.setxattr(&ctx, e.inode, c"user.a", b"", 0, 0)),
         libc::EROFS
     );
-    let o = fs.open(&ctx, e.inode, libc::O_RDONLY as u32, 0).unwrap();
-    let mut r = SliceReader::new(b"zz");
+    let h = open_handle(&fs, e.inode, libc::O_RDONLY);
     assert_eq!(
-        errno_of(fs.write(&ctx, e.inode, o.handle, &mut r, 2, 0, Default::default())),
+        errno_of(write(&fs, e.inode, h, b"zz", 0, IoFlags::default())),
         libc::EROFS
     );
-    let mut w = VecWriter::new(100);
-    assert_eq!(
-        fs.read(&ctx, e.inode, o.handle, &mut w, 100, 0, Default::default())
-            .unwrap(),
-        4
-    );
+    assert_eq!(read(&fs, e.inode, h, 100, 0).unwrap(), b"data");
     assert_eq!(std::fs::read(td.path().join("a")).unwrap(), b"data");
 }
 
 #[test]
 fn limits_give_emfile_and_enfile() {
-    let td = tempfile::tempdir().unwrap();
-    for i in 0..4 {
-        std::fs::write(td.path().join(format!("f{i}")), b"").unwrap();
-    }
+    let td = share_with_files("f", 4, 1);
     let fs = new_fs_with(td.path(), |c| {
         c.max_inodes = Some(3);
         c.max_open_fds = Some(2);
@@ -726,39 +755,25 @@ fn limits_give_emfile_and_enfile() {
     assert!(lookup(&fs, ROOT_INODE, "f0").is_ok());
     fs.forget(b.inode, 1);
     assert!(lookup(&fs, ROOT_INODE, "f2").is_ok());
-    let h1 = fs.open(&ctx, a.inode, libc::O_RDONLY as u32, 0).unwrap();
-    let _h2 = fs.open(&ctx, a.inode, libc::O_RDONLY as u32, 0).unwrap();
+    let h1 = open_handle(&fs, a.inode, libc::O_RDONLY);
+    let _h2 = open_handle(&fs, a.inode, libc::O_RDONLY);
     assert_eq!(
         errno_of(fs.open(&ctx, a.inode, libc::O_RDONLY as u32, 0)),
         libc::EMFILE
     );
     assert_eq!(errno_of(fs.opendir(&ctx, ROOT_INODE, 0)), libc::EMFILE);
-    fs.release(&ctx, a.inode, 0, h1.handle, false, false, None)
+    fs.release(&ctx, a.inode, 0, h1, false, false, None)
         .unwrap();
     assert!(fs.opendir(&ctx, ROOT_INODE, 0).is_ok());
 }
 
 #[test]
 fn ofd_locks_conflict_between_handles() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"0123456789").unwrap();
-    let fs = new_fs(td.path());
+    let (_td, fs, e) = fs_with_file_a(b"0123456789", |_| {});
     let ctx = root_ctx();
-    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
-    let h1 = fs
-        .open(&ctx, e.inode, libc::O_RDWR as u32, 0)
-        .unwrap()
-        .handle;
-    let h2 = fs
-        .open(&ctx, e.inode, libc::O_RDWR as u32, 0)
-        .unwrap()
-        .handle;
-    let wr = Lock {
-        start: 0,
-        end: 4,
-        typ: libc::F_WRLCK as u32,
-        pid: 1,
-    };
+    let h1 = open_handle(&fs, e.inode, libc::O_RDWR);
+    let h2 = open_handle(&fs, e.inode, libc::O_RDWR);
+    let wr = write_lock(0, 4, 1);
     fs.setlk(&ctx, e.inode, h1, 1, wr, false, false).unwrap();
     assert_eq!(
         errno_of(fs.setlk(&ctx, e.inode, h2, 2, wr, false, false)),
@@ -768,41 +783,13 @@ fn ofd_locks_conflict_between_handles() {
     assert_eq!(got.typ, libc::F_WRLCK as u32);
     assert_eq!((got.start, got.end), (0, 4));
     // A non-overlapping range is free.
-    let other = Lock {
-        start: 5,
-        end: u64::MAX,
-        ..wr
-    };
+    let other = write_lock(5, u64::MAX, 1);
     fs.setlk(&ctx, e.inode, h2, 2, other, false, false).unwrap();
-    let free = fs
-        .getlk(
-            &ctx,
-            e.inode,
-            h1,
-            1,
-            Lock {
-                start: 0,
-                end: 4,
-                ..wr
-            },
-            false,
-        )
-        .unwrap();
+    let free = fs.getlk(&ctx, e.inode, h1, 1, wr, false).unwrap();
     assert_eq!(free.typ, libc::F_UNLCK as u32);
     // Unlock and retry.
-    fs.setlk(
-        &ctx,
-        e.inode,
-        h1,
-        1,
-        Lock {
-            typ: libc::F_UNLCK as u32,
-            ..wr
-        },
-        false,
-        false,
-    )
-    .unwrap();
+    fs.setlk(&ctx, e.inode, h1, 1, unlock(wr), false, false)
+        .unwrap();
     fs.setlk(&ctx, e.inode, h2, 2, wr, false, false).unwrap();
     // Closing (FLUSH by owner 2, then RELEASE) drops owner 2's locks.
     fs.flush(&ctx, e.inode, h2, 2).unwrap();
@@ -810,10 +797,7 @@ fn ofd_locks_conflict_between_handles() {
         .unwrap();
     fs.setlk(&ctx, e.inode, h1, 1, wr, false, false).unwrap();
     // flock.
-    let h3 = fs
-        .open(&ctx, e.inode, libc::O_RDONLY as u32, 0)
-        .unwrap()
-        .handle;
+    let h3 = open_handle(&fs, e.inode, libc::O_RDONLY);
     fs.setlk(&ctx, e.inode, h1, 1, wr, true, false).unwrap();
     assert_eq!(
         errno_of(fs.setlk(&ctx, e.inode, h3, 3, wr, true, false)),
@@ -823,16 +807,10 @@ fn ofd_locks_conflict_between_handles() {
 
 #[test]
 fn fallocate_lseek_copy_file_range_statfs_access() {
-    let td = tempfile::tempdir().unwrap();
-    let fs = new_fs(td.path());
+    let (td, fs) = empty_fs();
     let ctx = root_ctx();
-    let (a, b) = (name("a"), name("b"));
-    let (ea, oa) = fs
-        .create(&ctx, ROOT_INODE, n(&a), 0o644, libc::O_RDWR as u32, 0, 0)
-        .unwrap();
-    let (eb, ob) = fs
-        .create(&ctx, ROOT_INODE, n(&b), 0o644, libc::O_RDWR as u32, 0, 0)
-        .unwrap();
+    let (ea, oa) = create(&fs, &ctx, "a", 0o644, libc::O_RDWR).unwrap();
+    let (eb, ob) = create(&fs, &ctx, "b", 0o644, libc::O_RDWR).unwrap();
     fs.fallocate(&ctx, ea.inode, oa.handle, 0, 0, 1 << 20)
         .unwrap();
     assert_eq!(
@@ -848,15 +826,13 @@ fn fallocate_lseek_copy_file_range_statfs_access() {
         4096,
     )
     .unwrap();
-    let mut r = SliceReader::new(b"abcdef");
-    fs.write(
-        &ctx,
+    write(
+        &fs,
         ea.inode,
         oa.handle,
-        &mut r,
-        6,
+        b"abcdef",
         8192,
-        Default::default(),
+        IoFlags::default(),
     )
     .unwrap();
     let data = fs
@@ -879,17 +855,12 @@ fn fallocate_lseek_copy_file_range_statfs_access() {
     fs.access(&ctx, ea.inode, libc::R_OK as u32).unwrap();
     fs.syncfs(&ctx, ROOT_INODE).unwrap();
     // Wrong inode for a handle.
-    let mut w = VecWriter::new(10);
-    assert_eq!(
-        errno_of(fs.read(&ctx, eb.inode, oa.handle, &mut w, 1, 0, Default::default())),
-        libc::EBADF
-    );
+    assert_eq!(errno_of(read(&fs, eb.inode, oa.handle, 1, 0)), libc::EBADF);
 }
 
 #[test]
 fn tmpfile_creates_unnamed_file() {
-    let td = tempfile::tempdir().unwrap();
-    let fs = new_fs(td.path());
+    let (td, fs) = empty_fs();
     let ctx = root_ctx();
     let (e, o) = match fs.tmpfile(&ctx, ROOT_INODE, 0o600, libc::O_RDWR as u32, 0) {
         Ok(x) => x,
@@ -897,9 +868,7 @@ fn tmpfile_creates_unnamed_file() {
         Err(e) => panic!("{e}"),
     };
     assert_eq!(e.attr.st_mode & libc::S_IFMT, libc::S_IFREG);
-    let mut r = SliceReader::new(b"tmp");
-    fs.write(&ctx, e.inode, o.handle, &mut r, 3, 0, Default::default())
-        .unwrap();
+    write(&fs, e.inode, o.handle, b"tmp", 0, IoFlags::default()).unwrap();
     assert_eq!(readdir_names(&fs, ROOT_INODE), vec![".", ".."]);
     let l = name("named");
     fs.link(&ctx, e.inode, ROOT_INODE, n(&l)).unwrap();
@@ -908,15 +877,10 @@ fn tmpfile_creates_unnamed_file() {
 
 #[test]
 fn init_negotiates_configured_flags() {
-    let td = tempfile::tempdir().unwrap();
-    let fs = PassthroughFs::new(Config {
-        root_dir: td.path().to_path_buf(),
-        writeback: true,
-        cache: CachePolicy::Always,
-        ..Config::default()
-    })
-    .unwrap();
-    let got = fs.init(u64::MAX).unwrap();
+    let (td, fs, got) = init_fs(|c| {
+        c.writeback = true;
+        c.cache = CachePolicy::Always;
+    });
     assert_ne!(got & init_flags::WRITEBACK_CACHE, 0);
     assert_ne!(got & init_flags::POSIX_LOCKS, 0);
     assert_ne!(got & init_flags::DO_READDIRPLUS, 0);
@@ -931,20 +895,7 @@ fn init_negotiates_configured_flags() {
         .open(&root_ctx(), e.inode, libc::O_WRONLY as u32, 0)
         .unwrap();
     assert_ne!(o.open_flags & vhostfs_server::abi::fopen::KEEP_CACHE, 0);
-    let mut w = VecWriter::new(10);
-    assert_eq!(
-        fs.read(
-            &root_ctx(),
-            e.inode,
-            o.handle,
-            &mut w,
-            3,
-            0,
-            Default::default()
-        )
-        .unwrap(),
-        3
-    );
+    assert_eq!(read(&fs, e.inode, o.handle, 3, 0).unwrap(), b"xyz");
 }
 
 #[test]
@@ -955,26 +906,17 @@ fn file_handles_mode_works() {
     let fs = new_fs_with(td.path(), |c| {
         c.inode_file_handles = InodeFileHandles::Prefer
     });
-    let ctx = root_ctx();
     let d = lookup(&fs, ROOT_INODE, "d").unwrap();
     let f = lookup(&fs, d.inode, "f").unwrap();
-    let o = fs.open(&ctx, f.inode, libc::O_RDONLY as u32, 0).unwrap();
-    let mut w = VecWriter::new(10);
-    assert_eq!(
-        fs.read(&ctx, f.inode, o.handle, &mut w, 10, 0, Default::default())
-            .unwrap(),
-        3
-    );
+    let h = open_handle(&fs, f.inode, libc::O_RDONLY);
+    assert_eq!(read(&fs, f.inode, h, 10, 0).unwrap(), b"abc");
     assert_eq!(readdir_names(&fs, d.inode), vec![".", "..", "f"]);
 }
 
 #[test]
 fn destroy_drops_everything_but_root() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"").unwrap();
-    let fs = new_fs(td.path());
-    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
-    let _o = fs.open(&root_ctx(), e.inode, 0, 0).unwrap();
+    let (_td, fs, e) = fs_with_file_a(b"", |_| {});
+    let _h = open_handle(&fs, e.inode, 0);
     fs.destroy();
     assert_eq!(fs.inode_count(), 1);
     assert_eq!(fs.handle_count(), 0);
@@ -992,21 +934,12 @@ fn creds_switch_sets_owner_with_file_handles() {
 }
 
 fn creds_switch_sets_owner_with(handles: InodeFileHandles) {
-    if rustix::process::geteuid().as_raw() != 0 {
+    let Some(td) = world_writable_share() else {
         return;
-    }
-    let td = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let fs = new_fs_with(td.path(), |c| c.inode_file_handles = handles);
-    let ctx = Context {
-        uid: 1000,
-        gid: 1001,
-        ..Default::default()
     };
-    let f = name("owned");
-    let (e, _) = fs
-        .create(&ctx, ROOT_INODE, n(&f), 0o644, libc::O_RDWR as u32, 0, 0)
-        .unwrap();
+    let fs = new_fs_with(td.path(), |c| c.inode_file_handles = handles);
+    let ctx = caller(1000, 1001);
+    let (e, _) = create(&fs, &ctx, "owned", 0o644, libc::O_RDWR).unwrap();
     assert_eq!((e.attr.st_uid, e.attr.st_gid), (1000, 1001));
     let d = name("dir");
     let e = fs.mkdir(&ctx, ROOT_INODE, n(&d), 0o700, 0).unwrap();
@@ -1018,11 +951,7 @@ fn creds_switch_sets_owner_with(handles: InodeFileHandles) {
         0
     );
     // A private directory of uid 1000 is not accessible to uid 2000.
-    let other = Context {
-        uid: 2000,
-        gid: 2000,
-        ..Default::default()
-    };
+    let other = caller(2000, 2000);
     assert_eq!(
         errno_of(fs.access(&other, e.inode, libc::R_OK as u32)),
         libc::EACCES
@@ -1037,23 +966,13 @@ fn creds_switch_sets_owner_with(handles: InodeFileHandles) {
 
 #[test]
 fn id_map_applies_to_creation_setattr_and_stat() {
-    if rustix::process::geteuid().as_raw() != 0 {
+    let Some(td) = world_writable_share() else {
         return;
-    }
-    let td = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    };
     let map =
         crate::idmap::IdMap::from_specs(["map:1000:101000:10"], ["map:1000:201000:10"]).unwrap();
     let fs = new_fs_with(td.path(), |c| c.id_map = Some(map));
-    let ctx = Context {
-        uid: 1001,
-        gid: 1002,
-        ..Default::default()
-    };
-    let f = name("f");
-    let (e, _) = fs
-        .create(&ctx, ROOT_INODE, n(&f), 0o644, libc::O_RDWR as u32, 0, 0)
-        .unwrap();
+    let (e, _) = create(&fs, &caller(1001, 1002), "f", 0o644, libc::O_RDWR).unwrap();
     // The guest sees its own ids, the host the mapped ones.
     assert_eq!((e.attr.st_uid, e.attr.st_gid), (1001, 1002));
     let meta = std::fs::metadata(td.path().join("f")).unwrap();
@@ -1076,12 +995,9 @@ fn id_map_applies_to_creation_setattr_and_stat() {
 
 #[test]
 fn xattr_map_translates_and_filters() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"").unwrap();
     let map = crate::xattrmap::parse(":prefix:all:user.:user.virtiofs.: :bad:all:::").unwrap();
-    let fs = new_fs_with(td.path(), |c| c.xattr_map = Some(map));
+    let (td, fs, e) = fs_with_file_a(b"", |c| c.xattr_map = Some(map));
     let ctx = root_ctx();
-    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
     fs.setxattr(&ctx, e.inode, c"user.k", b"v", 0, 0).unwrap();
     // Stored under the prefixed name on the host.
     let host = xattr_list(&td.path().join("a"));
@@ -1115,26 +1031,16 @@ fn killpriv_v2_clears_setuid_on_write_and_trunc() {
     let fs = new_fs(td.path());
     let ctx = root_ctx();
     let e = lookup(&fs, ROOT_INODE, "suid").unwrap();
-    let o = fs.open(&ctx, e.inode, libc::O_RDWR as u32, 0).unwrap();
+    let h = open_handle(&fs, e.inode, libc::O_RDWR);
     // A write without the flag keeps the bits (the daemon has CAP_FSETID).
-    let mut r = SliceReader::new(b"x");
-    fs.write(&ctx, e.inode, o.handle, &mut r, 1, 0, Default::default())
-        .unwrap();
-    assert_eq!(
-        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
-        0o6755
-    );
-    let mut r = SliceReader::new(b"y");
-    let flags = vhostfs_server::IoFlags {
+    write(&fs, e.inode, h, b"x", 0, IoFlags::default()).unwrap();
+    assert_eq!(mode_of(&p), 0o6755);
+    let flags = IoFlags {
         kill_suidgid: true,
         ..Default::default()
     };
-    fs.write(&ctx, e.inode, o.handle, &mut r, 1, 0, flags)
-        .unwrap();
-    assert_eq!(
-        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
-        0o755
-    );
+    write(&fs, e.inode, h, b"y", 0, flags).unwrap();
+    assert_eq!(mode_of(&p), 0o755);
     // Open with O_TRUNC and OPEN_KILL_SUIDGID.
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o4755)).unwrap();
     let o2 = fs
@@ -1145,10 +1051,7 @@ fn killpriv_v2_clears_setuid_on_write_and_trunc() {
             vhostfs_server::abi::flags::OPEN_KILL_SUIDGID,
         )
         .unwrap();
-    assert_eq!(
-        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
-        0o755
-    );
+    assert_eq!(mode_of(&p), 0o755);
     // SETATTR with kill_suidgid (truncate by a non-owner).
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o2775)).unwrap();
     fs.setattr(
@@ -1162,10 +1065,7 @@ fn killpriv_v2_clears_setuid_on_write_and_trunc() {
         },
     )
     .unwrap();
-    assert_eq!(
-        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
-        0o775
-    );
+    assert_eq!(mode_of(&p), 0o775);
 }
 
 #[test]
@@ -1229,25 +1129,12 @@ extern "C" fn noop_handler(_: libc::c_int) {}
 #[test]
 fn setlkw_blocks_and_is_interruptible() {
     use std::sync::Arc;
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"x").unwrap();
-    let fs = Arc::new(new_fs(td.path()));
+    let (_td, fs, e) = fs_with_file_a(b"x", |_| {});
+    let fs = Arc::new(fs);
     let ctx = root_ctx();
-    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
-    let h1 = fs
-        .open(&ctx, e.inode, libc::O_RDWR as u32, 0)
-        .unwrap()
-        .handle;
-    let h2 = fs
-        .open(&ctx, e.inode, libc::O_RDWR as u32, 0)
-        .unwrap()
-        .handle;
-    let wr = Lock {
-        start: 0,
-        end: u64::MAX,
-        typ: libc::F_WRLCK as u32,
-        pid: 0,
-    };
+    let h1 = open_handle(&fs, e.inode, libc::O_RDWR);
+    let h2 = open_handle(&fs, e.inode, libc::O_RDWR);
+    let wr = write_lock(0, u64::MAX, 0);
     fs.setlk(&ctx, e.inode, h1, 1, wr, false, false).unwrap();
     // SIGUSR2 with a handler that does not restart system calls.
     // SAFETY: installing a no-op handler for SIGUSR2, which nothing else in the tests uses.
@@ -1277,33 +1164,17 @@ fn setlkw_blocks_and_is_interruptible() {
     let fs3 = fs.clone();
     let t = std::thread::spawn(move || fs3.setlk(&root_ctx(), ino, h2, 2, wr, false, true));
     std::thread::sleep(std::time::Duration::from_millis(100));
-    fs.setlk(
-        &ctx,
-        e.inode,
-        h1,
-        1,
-        Lock {
-            typ: libc::F_UNLCK as u32,
-            ..wr
-        },
-        false,
-        false,
-    )
-    .unwrap();
+    fs.setlk(&ctx, e.inode, h1, 1, unlock(wr), false, false)
+        .unwrap();
     t.join().unwrap().unwrap();
 }
 
 #[test]
 fn posix_acl_mode_uses_thread_umask() {
-    let td = tempfile::tempdir().unwrap();
-    let fs = PassthroughFs::new(Config {
-        root_dir: td.path().to_path_buf(),
-        posix_acl: true,
-        xattr: true,
-        ..Config::default()
-    })
-    .unwrap();
-    let got = fs.init(u64::MAX).unwrap();
+    let (_td, fs, got) = init_fs(|c| {
+        c.posix_acl = true;
+        c.xattr = true;
+    });
     assert_ne!(got & init_flags::POSIX_ACL, 0);
     assert_ne!(got & init_flags::DONT_MASK, 0);
     let d = name("d");
@@ -1320,12 +1191,9 @@ fn posix_acl_mode_uses_thread_umask() {
 
 #[test]
 fn file_handles_detect_reused_inode_numbers() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"old").unwrap();
-    let fs = new_fs_with(td.path(), |c| {
+    let (td, fs, a) = fs_with_file_a(b"old", |c| {
         c.inode_file_handles = InodeFileHandles::Mandatory
     });
-    let a = lookup(&fs, ROOT_INODE, "a").unwrap();
     std::fs::remove_file(td.path().join("a")).unwrap();
     // Try a few times to get the inode number reused by a new file.
     for i in 0..20 {
@@ -1334,19 +1202,8 @@ fn file_handles_detect_reused_inode_numbers() {
         if std::fs::metadata(&p).unwrap().ino() == a.attr.st_ino {
             let b = lookup(&fs, ROOT_INODE, &format!("b{i}")).unwrap();
             assert_ne!(b.inode, a.inode);
-            let o = fs.open(&root_ctx(), b.inode, 0, 0).unwrap();
-            let mut w = VecWriter::new(10);
-            fs.read(
-                &root_ctx(),
-                b.inode,
-                o.handle,
-                &mut w,
-                10,
-                0,
-                Default::default(),
-            )
-            .unwrap();
-            assert_eq!(w.as_slice(), b"new");
+            let h = open_handle(&fs, b.inode, 0);
+            assert_eq!(read(&fs, b.inode, h, 10, 0).unwrap(), b"new");
             return;
         }
     }
@@ -1354,45 +1211,24 @@ fn file_handles_detect_reused_inode_numbers() {
 
 #[test]
 fn create_never_opens_special_files() {
-    let td = tempfile::tempdir().unwrap();
-    let fs = new_fs(td.path());
+    let (td, fs) = empty_fs();
     let ctx = root_ctx();
     let fifo = name("fifo");
     fs.mknod(&ctx, ROOT_INODE, n(&fifo), libc::S_IFIFO | 0o666, 0, 0)
         .unwrap();
     // O_WRONLY on a fifo without a reader would block forever if it were opened.
     assert_eq!(
-        errno_of(fs.create(
-            &ctx,
-            ROOT_INODE,
-            n(&fifo),
-            0o644,
-            libc::O_WRONLY as u32,
-            0,
-            0
-        )),
+        errno_of(create(&fs, &ctx, "fifo", 0o644, libc::O_WRONLY)),
         libc::ENXIO
     );
     std::fs::create_dir(td.path().join("d")).unwrap();
-    let d = name("d");
     assert_eq!(
-        errno_of(fs.create(&ctx, ROOT_INODE, n(&d), 0o644, libc::O_RDWR as u32, 0, 0)),
+        errno_of(create(&fs, &ctx, "d", 0o644, libc::O_RDWR)),
         libc::EISDIR
     );
     // An existing regular file is opened (and truncated when asked).
     std::fs::write(td.path().join("f"), b"content").unwrap();
-    let f = name("f");
-    let (e, o) = fs
-        .create(
-            &ctx,
-            ROOT_INODE,
-            n(&f),
-            0o644,
-            (libc::O_RDWR | libc::O_TRUNC) as u32,
-            0,
-            0,
-        )
-        .unwrap();
+    let (e, o) = create(&fs, &ctx, "f", 0o644, libc::O_RDWR | libc::O_TRUNC).unwrap();
     assert_eq!(std::fs::metadata(td.path().join("f")).unwrap().len(), 0);
     fs.release(&ctx, e.inode, 0, o.handle, false, false, None)
         .unwrap();
@@ -1402,11 +1238,9 @@ fn create_never_opens_special_files() {
 
 #[test]
 fn create_of_existing_file_checks_caller_access() {
-    if rustix::process::geteuid().as_raw() != 0 {
+    let Some(td) = world_writable_share() else {
         return;
-    }
-    let td = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    };
     std::fs::write(td.path().join("rootonly"), b"secret").unwrap();
     std::fs::set_permissions(
         td.path().join("rootonly"),
@@ -1414,14 +1248,14 @@ fn create_of_existing_file_checks_caller_access() {
     )
     .unwrap();
     let fs = new_fs(td.path());
-    let user = Context {
-        uid: 1000,
-        gid: 1000,
-        ..Default::default()
-    };
-    let f = name("rootonly");
     assert_eq!(
-        errno_of(fs.create(&user, ROOT_INODE, n(&f), 0o644, libc::O_RDWR as u32, 0, 0)),
+        errno_of(create(
+            &fs,
+            &caller(1000, 1000),
+            "rootonly",
+            0o644,
+            libc::O_RDWR
+        )),
         libc::EACCES
     );
     assert_eq!(fs.inode_count(), 1);
@@ -1429,8 +1263,7 @@ fn create_of_existing_file_checks_caller_access() {
 
 #[test]
 fn security_context_is_set_on_new_inodes() {
-    let td = tempfile::tempdir().unwrap();
-    let fs = new_fs_with(td.path(), |c| c.security_label = true);
+    let (td, fs) = empty_fs_with(|c| c.security_label = true);
     let ctx = Context {
         security_ctx: Some(vhostfs_server::SecurityContext {
             name: CString::new("user.label").unwrap(),
@@ -1438,9 +1271,8 @@ fn security_context_is_set_on_new_inodes() {
         }),
         ..Default::default()
     };
-    let (f, d) = (name("f"), name("d"));
-    fs.create(&ctx, ROOT_INODE, n(&f), 0o644, libc::O_RDWR as u32, 0, 0)
-        .unwrap();
+    create(&fs, &ctx, "f", 0o644, libc::O_RDWR).unwrap();
+    let d = name("d");
     fs.mkdir(&ctx, ROOT_INODE, n(&d), 0o755, 0).unwrap();
     for p in ["f", "d"] {
         assert_eq!(xattr_list(&td.path().join(p)), b"user.label\0");
@@ -1450,10 +1282,7 @@ fn security_context_is_set_on_new_inodes() {
 #[test]
 fn concurrent_lookups_and_forgets_keep_counts_exact() {
     use std::sync::Arc;
-    let td = tempfile::tempdir().unwrap();
-    for i in 0..8 {
-        std::fs::write(td.path().join(format!("f{i}")), b"").unwrap();
-    }
+    let td = share_with_files("f", 8, 1);
     let fs = Arc::new(new_fs(td.path()));
     let threads: Vec<_> = (0..4)
         .map(|t| {
@@ -1462,9 +1291,9 @@ fn concurrent_lookups_and_forgets_keep_counts_exact() {
                 for round in 0..500 {
                     let name = format!("f{}", (round + t) % 8);
                     let e = lookup(&fs, ROOT_INODE, &name).unwrap();
-                    let o = fs.open(&root_ctx(), e.inode, 0, 0).unwrap();
-                    fs.getattr(&root_ctx(), e.inode, Some(o.handle)).unwrap();
-                    fs.release(&root_ctx(), e.inode, 0, o.handle, false, false, None)
+                    let h = open_handle(&fs, e.inode, 0);
+                    fs.getattr(&root_ctx(), e.inode, Some(h)).unwrap();
+                    fs.release(&root_ctx(), e.inode, 0, h, false, false, None)
                         .unwrap();
                     fs.forget(e.inode, 1);
                 }
@@ -1480,19 +1309,11 @@ fn concurrent_lookups_and_forgets_keep_counts_exact() {
 
 #[test]
 fn posix_locks_follow_lock_owners() {
-    let td = tempfile::tempdir().unwrap();
-    std::fs::write(td.path().join("a"), b"0123456789").unwrap();
-    let fs = new_fs(td.path());
+    let (td, fs, e) = fs_with_file_a(b"0123456789", |_| {});
     let ctx = root_ctx();
-    let e = lookup(&fs, ROOT_INODE, "a").unwrap();
-    let open = |flags: i32| fs.open(&ctx, e.inode, flags as u32, 0).unwrap().handle;
+    let open = |flags: i32| open_handle(&fs, e.inode, flags);
     let (a1, a2, b) = (open(libc::O_RDWR), open(libc::O_RDWR), open(libc::O_RDWR));
-    let wr = Lock {
-        start: 0,
-        end: 9,
-        typ: libc::F_WRLCK as u32,
-        pid: 0,
-    };
+    let wr = write_lock(0, 9, 0);
     // Owner A locks through one handle; its other handle does not conflict (one process).
     fs.setlk(&ctx, e.inode, a1, 0xA, wr, false, false).unwrap();
     fs.setlk(&ctx, e.inode, a2, 0xA, wr, false, false).unwrap();
@@ -1534,19 +1355,8 @@ fn posix_locks_follow_lock_owners() {
         libc::EBADF
     );
     // Guest OFD locks: owner = the open file, dropped at RELEASE.
-    fs.setlk(
-        &ctx,
-        e.inode,
-        b,
-        0xB,
-        Lock {
-            typ: libc::F_UNLCK as u32,
-            ..wr
-        },
-        false,
-        false,
-    )
-    .unwrap();
+    fs.setlk(&ctx, e.inode, b, 0xB, unlock(wr), false, false)
+        .unwrap();
     fs.setlk(&ctx, e.inode, a1, 0xF11E, wr, false, false)
         .unwrap();
     assert_eq!(
@@ -1600,7 +1410,7 @@ fn cache_policies_set_open_flags_and_readdirplus() {
 
 #[test]
 fn supplementary_group_grants_access_to_the_parent() {
-    if rustix::process::geteuid().as_raw() != 0 {
+    if !is_root() {
         return;
     }
     let td = tempfile::tempdir().unwrap();
@@ -1610,11 +1420,7 @@ fn supplementary_group_grants_access_to_the_parent() {
     std::os::unix::fs::chown(&dir, Some(0), Some(5000)).unwrap();
     let fs = new_fs(td.path());
     let d = lookup(&fs, ROOT_INODE, "team").unwrap();
-    let mut ctx = Context {
-        uid: 1000,
-        gid: 1000,
-        ..Default::default()
-    };
+    let mut ctx = caller(1000, 1000);
     let f = name("f");
     assert_eq!(
         errno_of(fs.mknod(&ctx, d.inode, n(&f), libc::S_IFREG | 0o644, 0, 0)),
@@ -1632,17 +1438,12 @@ fn supplementary_group_grants_access_to_the_parent() {
 
 #[test]
 fn hostile_ids_fail_closed() {
-    if rustix::process::geteuid().as_raw() != 0 {
+    if !is_root() {
         return;
     }
-    let td = tempfile::tempdir().unwrap();
-    let fs = new_fs(td.path());
+    let (td, fs) = empty_fs();
     // uid -1 cannot be switched to: refuse rather than create as root.
-    let ctx = Context {
-        uid: u32::MAX,
-        gid: 0,
-        ..Default::default()
-    };
+    let ctx = caller(u32::MAX, 0);
     let f = name("f");
     assert_eq!(
         errno_of(fs.mknod(&ctx, ROOT_INODE, n(&f), libc::S_IFREG | 0o644, 0, 0)),

@@ -219,14 +219,12 @@ pub fn drop_capabilities(keep: &[Cap]) -> Result<(), Error> {
             if want[usize::from(c / 32)] & (1 << (c % 32)) != 0 {
                 continue;
             }
+            let cap = libc::c_ulong::from(c);
             // SAFETY: prctl with integer arguments.
-            let in_bset =
-                unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(c), 0, 0, 0) };
+            let in_bset = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) };
             if in_bset == 1 {
                 // SAFETY: prctl with integer arguments.
-                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(c), 0, 0, 0) }
-                    != 0
-                {
+                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
                     return Err(sys_err("prctl(PR_CAPBSET_DROP)"));
                 }
             }

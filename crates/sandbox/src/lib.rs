@@ -369,6 +369,7 @@ mod tests {
     #[test]
     fn proc_self_fd_opens() {
         let fd = proc_self_fd().unwrap();
+        // SAFETY: `stat` is plain old data; all-zero is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fd is valid, empty path with AT_EMPTY_PATH stats the fd itself.
         let rc = unsafe {

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use vhostfs_sandbox::{
@@ -161,6 +161,29 @@ fn shared_dir() -> tempfile::TempDir {
     d
 }
 
+/// The command that runs `case` of [`child`] on the shared directory `dir`.
+fn child_command(exe: &Path, case: &str, dir: &Path) -> Command {
+    let mut c = Command::new(exe);
+    c.args(["--child", case]).arg(dir);
+    c
+}
+
+/// Runs `case` (which writes `/ready` once it is set up inside the sandbox) on a new shared
+/// directory, sends it `SIGTERM` when it is ready (or after 10 s), and returns its exit status
+/// and how long it ran.
+fn terminate_when_ready(exe: &Path, case: &str) -> (ExitStatus, Duration) {
+    let d = shared_dir();
+    let mut c = child_command(exe, case, d.path()).spawn().unwrap();
+    let start = Instant::now();
+    while !d.path().join("ready").exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let st = c.wait().unwrap();
+    (st, start.elapsed())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
@@ -181,11 +204,7 @@ fn main() {
     let root = unsafe { libc::geteuid() } == 0;
 
     let d = shared_dir();
-    let st = Command::new(&exe)
-        .args(["--child", "namespace"])
-        .arg(d.path())
-        .status()
-        .unwrap();
+    let st = child_command(&exe, "namespace", d.path()).status().unwrap();
     report(
         st.code() == Some(7) && d.path().join("written-inside").exists(),
         &format!("namespace mode: / is the shared dir, pid 1, /proc/self/fd usable, caps+seccomp ({st:?})"),
@@ -194,9 +213,7 @@ fn main() {
     if root {
         // The same as an unprivileged user: a user namespace is created first.
         let d = shared_dir();
-        let st = Command::new(&exe)
-            .args(["--child", "namespace"])
-            .arg(d.path())
+        let st = child_command(&exe, "namespace", d.path())
             .uid(65534)
             .gid(65534)
             .status()
@@ -211,37 +228,13 @@ fn main() {
         }
     }
 
-    let d = shared_dir();
-    let mut c = Command::new(&exe)
-        .args(["--child", "namespace-sleep"])
-        .arg(d.path())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !d.path().join("ready").exists() && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let st = c.wait().unwrap();
+    let (st, took) = terminate_when_ready(&exe, "namespace-sleep");
     report(
-        st.code() == Some(128 + libc::SIGTERM) && start.elapsed() < Duration::from_secs(10),
+        st.code() == Some(128 + libc::SIGTERM) && took < Duration::from_secs(10),
         &format!("supervisor forwards SIGTERM to pid 1 ({st:?})"),
     );
 
-    let d = shared_dir();
-    let mut c = Command::new(&exe)
-        .args(["--child", "namespace-sigwait"])
-        .arg(d.path())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !d.path().join("ready").exists() && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let st = c.wait().unwrap();
+    let (st, _) = terminate_when_ready(&exe, "namespace-sigwait");
     report(
         st.code() == Some(42),
         &format!("a daemon blocking SIGTERM receives it with sigwait ({st:?})"),
@@ -249,11 +242,7 @@ fn main() {
 
     if root {
         let d = shared_dir();
-        let st = Command::new(&exe)
-            .args(["--child", "chroot"])
-            .arg(d.path())
-            .status()
-            .unwrap();
+        let st = child_command(&exe, "chroot", d.path()).status().unwrap();
         report(st.code() == Some(0), &format!("chroot mode ({st:?})"));
     }
 

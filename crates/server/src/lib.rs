@@ -5,6 +5,8 @@
 //! reply. The server decodes and checks the request, calls the [`FileSystem`], and encodes the
 //! reply. It knows nothing about virtio, vhost-user or host syscalls.
 
+#![warn(missing_docs)]
+
 pub mod filesystem;
 pub mod io;
 mod server;

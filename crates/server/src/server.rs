@@ -70,7 +70,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use vhostfs_fuse_abi as abi;
 use vhostfs_fuse_abi::{init_flags as initf, opcode as op};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::filesystem::{
     Context, DirEntry, FileSystem, IoFlags, Lock, SetAttr, SetTime, XattrReply,
@@ -82,8 +82,19 @@ pub use interrupt::INTERRUPT_SIGNAL;
 use interrupt::{Interrupts, Registered};
 use reply::{
     attr_out, entry_out, errno_of, lk_out, open_out, statfs_out, write_error, write_reply,
-    write_result, CreateOut, LimitedReader, LimitedWriter, OUT_HEADER_LEN,
+    write_result, CreateOut, Limited, OUT_HEADER_LEN,
 };
+
+/// The value of `$res`, or (for an error) a return from the calling handler with the error
+/// reply for it, written to `$w` for request `$u`.
+macro_rules! or_error_reply {
+    ($res:expr, $w:expr, $u:expr) => {
+        match $res {
+            Ok(v) => v,
+            Err(e) => return write_error($w, $u, errno_of(&e)),
+        }
+    };
+}
 
 /// Size of the request header.
 const IN_HEADER_LEN: usize = std::mem::size_of::<abi::InHeader>();
@@ -453,20 +464,14 @@ impl<F: FileSystem> Server<F> {
                 let res = a.name().and_then(|n| fs.lookup(ctx, ino, n));
                 write_result(w, u, res.map(|e| entry_out(&e)))
             }
-            op::GETATTR => {
-                let res = a.obj::<abi::GetattrIn>().and_then(|g| {
-                    let fh = (g.getattr_flags & abi::flags::GETATTR_FH != 0).then_some(g.fh);
-                    fs.getattr(ctx, ino, fh)
-                });
-                write_result(w, u, res.map(|a| attr_out(&a)))
-            }
-            op::SETATTR => {
-                let res = a
-                    .obj::<abi::SetattrIn>()
-                    .and_then(|s| setattr_from_wire(&s))
-                    .and_then(|s| fs.setattr(ctx, ino, s));
-                write_result(w, u, res.map(|a| attr_out(&a)))
-            }
+            op::GETATTR => reply_to(a, w, u, |g: abi::GetattrIn| {
+                let fh = (g.getattr_flags & abi::flags::GETATTR_FH != 0).then_some(g.fh);
+                fs.getattr(ctx, ino, fh).map(|a| attr_out(&a))
+            }),
+            op::SETATTR => reply_to(a, w, u, |s: abi::SetattrIn| {
+                let s = setattr_from_wire(&s)?;
+                fs.setattr(ctx, ino, s).map(|a| attr_out(&a))
+            }),
             op::READLINK => self.do_readlink(ctx, ino, u, w),
             op::SYMLINK => {
                 let res = (|| {
@@ -516,12 +521,10 @@ impl<F: FileSystem> Server<F> {
                 });
                 write_result(w, u, res.map(|e| entry_out(&e)))
             }
-            op::OPEN => {
-                let res = a
-                    .obj::<abi::OpenIn>()
-                    .and_then(|o| fs.open(ctx, ino, o.flags, o.open_flags));
-                write_result(w, u, res.map(|o| open_out(&o)))
-            }
+            op::OPEN => reply_to(a, w, u, |o: abi::OpenIn| {
+                fs.open(ctx, ino, o.flags, o.open_flags)
+                    .map(|o| open_out(&o))
+            }),
             op::CREATE => {
                 let res = a.obj::<abi::CreateIn>().and_then(|c| {
                     let name = a.name()?;
@@ -538,123 +541,90 @@ impl<F: FileSystem> Server<F> {
                 });
                 write_result(w, u, res.map(create_out))
             }
-            op::READ => self.do_read(ctx, ino, a, u, w),
+            op::READ => stream_reply(a, u, w, |rin, room, w| {
+                self.read_body(ctx, ino, rin, room, w)
+            }),
             op::STATFS => write_result(w, u, fs.statfs(ctx, ino).map(|s| statfs_out(&s))),
-            op::RELEASE => {
-                let res = a.obj::<abi::ReleaseIn>().and_then(|rel| {
-                    let flush = rel.release_flags & abi::flags::RELEASE_FLUSH != 0;
-                    let flock = rel.release_flags & abi::flags::RELEASE_FLOCK_UNLOCK != 0;
-                    let owner = (flush || flock).then_some(rel.lock_owner);
-                    fs.release(ctx, ino, rel.flags, rel.fh, flush, flock, owner)
-                });
-                write_result(w, u, res)
-            }
-            op::RELEASEDIR => {
-                let res = a
-                    .obj::<abi::ReleaseIn>()
-                    .and_then(|rel| fs.releasedir(ctx, ino, rel.flags, rel.fh));
-                write_result(w, u, res)
-            }
-            op::FSYNC | op::FSYNCDIR => {
-                let res = a.obj::<abi::FsyncIn>().and_then(|f| {
-                    let datasync = f.fsync_flags & abi::flags::FSYNC_FDATASYNC != 0;
-                    if hdr.opcode == op::FSYNC {
-                        fs.fsync(ctx, ino, datasync, f.fh)
-                    } else {
-                        fs.fsyncdir(ctx, ino, datasync, f.fh)
-                    }
-                });
-                write_result(w, u, res)
-            }
+            op::RELEASE => reply_to(a, w, u, |rel: abi::ReleaseIn| {
+                let flush = rel.release_flags & abi::flags::RELEASE_FLUSH != 0;
+                let flock = rel.release_flags & abi::flags::RELEASE_FLOCK_UNLOCK != 0;
+                let owner = (flush || flock).then_some(rel.lock_owner);
+                fs.release(ctx, ino, rel.flags, rel.fh, flush, flock, owner)
+            }),
+            op::RELEASEDIR => reply_to(a, w, u, |rel: abi::ReleaseIn| {
+                fs.releasedir(ctx, ino, rel.flags, rel.fh)
+            }),
+            op::FSYNC | op::FSYNCDIR => reply_to(a, w, u, |f: abi::FsyncIn| {
+                let datasync = f.fsync_flags & abi::flags::FSYNC_FDATASYNC != 0;
+                if hdr.opcode == op::FSYNC {
+                    fs.fsync(ctx, ino, datasync, f.fh)
+                } else {
+                    fs.fsyncdir(ctx, ino, datasync, f.fh)
+                }
+            }),
             op::SETXATTR => write_result(w, u, self.do_setxattr(ctx, ino, a)),
             op::GETXATTR | op::LISTXATTR => self.do_getxattr(ctx, hdr.opcode, ino, a, u, w),
             op::REMOVEXATTR => {
                 let res = a.xattr_name().and_then(|n| fs.removexattr(ctx, ino, n));
                 write_result(w, u, res)
             }
-            op::FLUSH => {
-                let res = a
-                    .obj::<abi::FlushIn>()
-                    .and_then(|f| fs.flush(ctx, ino, f.fh, f.lock_owner));
-                write_result(w, u, res)
-            }
-            op::OPENDIR => {
-                let res = a
-                    .obj::<abi::OpenIn>()
-                    .and_then(|o| fs.opendir(ctx, ino, o.flags));
-                write_result(w, u, res.map(|o| open_out(&o)))
-            }
-            op::READDIR | op::READDIRPLUS => self.do_readdir(ctx, hdr.opcode, ino, a, u, w),
-            op::GETLK => {
-                let res = a.obj::<abi::LkIn>().and_then(|lk| {
-                    let flock = lk.lk_flags & abi::flags::LK_FLOCK != 0;
-                    fs.getlk(ctx, ino, lk.fh, lk.owner, lock_from_wire(&lk.lk), flock)
-                });
-                write_result(w, u, res.map(|l| lk_out(&l)))
-            }
-            op::SETLK | op::SETLKW => {
-                let res = a.obj::<abi::LkIn>().and_then(|lk| {
-                    let flock = lk.lk_flags & abi::flags::LK_FLOCK != 0;
-                    let lock = lock_from_wire(&lk.lk);
-                    if hdr.opcode == op::SETLK {
-                        return fs.setlk(ctx, ino, lk.fh, lk.owner, lock, flock, false);
+            op::FLUSH => reply_to(a, w, u, |f: abi::FlushIn| {
+                fs.flush(ctx, ino, f.fh, f.lock_owner)
+            }),
+            op::OPENDIR => reply_to(a, w, u, |o: abi::OpenIn| {
+                fs.opendir(ctx, ino, o.flags).map(|o| open_out(&o))
+            }),
+            op::READDIR | op::READDIRPLUS => stream_reply(a, u, w, |rin, room, w| {
+                self.readdir_body(ctx, hdr.opcode, ino, rin, room, w)
+            }),
+            op::GETLK => reply_to(a, w, u, |lk: abi::LkIn| {
+                let flock = lk.lk_flags & abi::flags::LK_FLOCK != 0;
+                fs.getlk(ctx, ino, lk.fh, lk.owner, lock_from_wire(&lk.lk), flock)
+                    .map(|l| lk_out(&l))
+            }),
+            op::SETLK | op::SETLKW => reply_to(a, w, u, |lk: abi::LkIn| {
+                let flock = lk.lk_flags & abi::flags::LK_FLOCK != 0;
+                let lock = lock_from_wire(&lk.lk);
+                if hdr.opcode == op::SETLK {
+                    return fs.setlk(ctx, ino, lk.fh, lk.owner, lock, flock, false);
+                }
+                match self.interrupts.register(u) {
+                    Registered::AlreadyInterrupted => {
+                        Err(io::Error::from_raw_os_error(libc::EINTR))
                     }
-                    match self.interrupts.register(u) {
-                        Registered::AlreadyInterrupted => {
-                            Err(io::Error::from_raw_os_error(libc::EINTR))
-                        }
-                        Registered::Waiting(reg) => {
-                            let res = fs.setlk(ctx, ino, lk.fh, lk.owner, lock, flock, true);
-                            drop(reg);
-                            res
-                        }
+                    Registered::Waiting(reg) => {
+                        let res = fs.setlk(ctx, ino, lk.fh, lk.owner, lock, flock, true);
+                        drop(reg);
+                        res
                     }
-                });
-                write_result(w, u, res)
-            }
-            op::ACCESS => {
-                let res = a
-                    .obj::<abi::AccessIn>()
-                    .and_then(|acc| fs.access(ctx, ino, acc.mask));
-                write_result(w, u, res)
-            }
-            op::FALLOCATE => {
-                let res = a
-                    .obj::<abi::FallocateIn>()
-                    .and_then(|f| fs.fallocate(ctx, ino, f.fh, f.mode, f.offset, f.length));
-                write_result(w, u, res)
-            }
-            op::LSEEK => {
-                let res = a
-                    .obj::<abi::LseekIn>()
-                    .and_then(|l| fs.lseek(ctx, ino, l.fh, l.offset, l.whence));
-                write_result(w, u, res.map(|offset| abi::LseekOut { offset }))
-            }
-            op::COPY_FILE_RANGE => {
-                let res = a.obj::<abi::CopyFileRangeIn>().and_then(|c| {
-                    let len = c.len.min(COPY_FILE_RANGE_MAX);
-                    fs.copy_file_range(
-                        ctx,
-                        ino,
-                        c.fh_in,
-                        c.off_in,
-                        c.nodeid_out,
-                        c.fh_out,
-                        c.off_out,
-                        len,
-                        c.flags,
-                    )
-                    .map(|n| (n as u64).min(len))
-                });
-                write_result(
-                    w,
-                    u,
-                    res.map(|n| abi::WriteOut {
-                        size: n as u32,
-                        padding: 0,
-                    }),
-                )
-            }
+                }
+            }),
+            op::ACCESS => reply_to(a, w, u, |acc: abi::AccessIn| fs.access(ctx, ino, acc.mask)),
+            op::FALLOCATE => reply_to(a, w, u, |f: abi::FallocateIn| {
+                fs.fallocate(ctx, ino, f.fh, f.mode, f.offset, f.length)
+            }),
+            op::LSEEK => reply_to(a, w, u, |l: abi::LseekIn| {
+                let offset = fs.lseek(ctx, ino, l.fh, l.offset, l.whence)?;
+                Ok(abi::LseekOut { offset })
+            }),
+            op::COPY_FILE_RANGE => reply_to(a, w, u, |c: abi::CopyFileRangeIn| {
+                let len = c.len.min(COPY_FILE_RANGE_MAX);
+                let n = fs.copy_file_range(
+                    ctx,
+                    ino,
+                    c.fh_in,
+                    c.off_in,
+                    c.nodeid_out,
+                    c.fh_out,
+                    c.off_out,
+                    len,
+                    c.flags,
+                )?;
+                Ok(abi::WriteOut {
+                    size: (n as u64).min(len) as u32,
+                    padding: 0,
+                })
+            }),
             op::SYNCFS => write_result(w, u, fs.syncfs(ctx, ino)),
             op::NOTIFY_REPLY => Ok(0),
             // IOCTL, POLL, BMAP, SETUPMAPPING, REMOVEMAPPING, STATX, CUSE_INIT and anything
@@ -666,15 +636,9 @@ impl<F: FileSystem> Server<F> {
     fn do_init(&self, a: &mut Args<'_>, u: u64, w: &mut dyn ReplyWriter) -> io::Result<usize> {
         let full = std::mem::size_of::<abi::InitIn>();
         let init: abi::InitIn = if a.remaining() >= full {
-            match a.obj() {
-                Ok(i) => i,
-                Err(e) => return write_error(w, u, errno_of(&e)),
-            }
+            or_error_reply!(a.obj(), w, u)
         } else {
-            match a.obj_prefix(abi::INIT_IN_LEGACY_SIZE) {
-                Ok(i) => i,
-                Err(e) => return write_error(w, u, errno_of(&e)),
-            }
+            or_error_reply!(a.obj_prefix(abi::INIT_IN_LEGACY_SIZE), w, u)
         };
         if self.state.load(Ordering::Acquire) == STATE_READY {
             // The guest's FUSE client started over (a guest reboot or driver reload while the
@@ -793,19 +757,15 @@ impl<F: FileSystem> Server<F> {
         }
     }
 
-    fn do_read(
+    /// Streams the data of a READ into `w`, at most `room` bytes (see [`stream_reply`]).
+    fn read_body(
         &self,
         ctx: &Context,
         ino: u64,
-        a: &mut Args<'_>,
-        u: u64,
+        rin: &abi::ReadIn,
+        room: usize,
         w: &mut dyn ReplyWriter,
-    ) -> io::Result<usize> {
-        let rin: abi::ReadIn = match a.obj() {
-            Ok(v) => v,
-            Err(e) => return write_error(w, u, errno_of(&e)),
-        };
-        let room = w.available() - OUT_HEADER_LEN;
+    ) -> io::Result<()> {
         let size = (rin.size as usize).min(self.max_read()).min(room);
         let flags = IoFlags {
             lock_owner: (rin.read_flags & abi::flags::READ_LOCKOWNER != 0)
@@ -813,43 +773,13 @@ impl<F: FileSystem> Server<F> {
             open_flags: rin.flags,
             ..IoFlags::default()
         };
-        let start = w.bytes_written();
-        w.write_all(&[0u8; OUT_HEADER_LEN])?;
-        let res = {
-            let mut data = LimitedWriter {
-                inner: &mut *w,
-                limit: size,
-            };
-            self.fs
-                .read(ctx, ino, rin.fh, &mut data, size as u32, rin.offset, flags)
+        let mut data = Limited {
+            inner: w,
+            limit: size,
         };
-        self.finish_streamed(w, start, u, res.map(|_| ()))
-    }
-
-    /// Completes a reply whose body was streamed after a placeholder header at `start`: a
-    /// success carrying what was written, or (only when nothing was written) the error.
-    fn finish_streamed(
-        &self,
-        w: &mut dyn ReplyWriter,
-        start: usize,
-        u: u64,
-        res: io::Result<()>,
-    ) -> io::Result<usize> {
-        let len = w.bytes_written().saturating_sub(start);
-        let error = match res {
-            Err(e) if len == OUT_HEADER_LEN => -errno_of(&e),
-            _ => 0,
-        };
-        if error != 0 {
-            reply::note_error(-error);
-        }
-        let header = abi::OutHeader {
-            len: u32::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?,
-            error,
-            unique: u,
-        };
-        w.overwrite_at(start, header.as_bytes())?;
-        Ok(len)
+        self.fs
+            .read(ctx, ino, rin.fh, &mut data, size as u32, rin.offset, flags)
+            .map(|_| ())
     }
 
     fn do_write(
@@ -882,7 +812,7 @@ impl<F: FileSystem> Server<F> {
             kill_suidgid: win.write_flags & abi::flags::WRITE_KILL_SUIDGID != 0,
         };
         let res = {
-            let mut data = LimitedReader {
+            let mut data = Limited {
                 inner: &mut *r,
                 limit: size,
             };
@@ -970,68 +900,116 @@ impl<F: FileSystem> Server<F> {
         }
     }
 
-    fn do_readdir(
+    /// Streams the entries of a READDIR or READDIRPLUS into `w`, at most `room` bytes (see
+    /// [`stream_reply`]).
+    fn readdir_body(
         &self,
         ctx: &Context,
         opcode: u32,
         ino: u64,
-        a: &mut Args<'_>,
-        u: u64,
+        rin: &abi::ReadIn,
+        room: usize,
         w: &mut dyn ReplyWriter,
-    ) -> io::Result<usize> {
-        let rin: abi::ReadIn = match a.obj() {
-            Ok(v) => v,
-            Err(e) => return write_error(w, u, errno_of(&e)),
+    ) -> io::Result<()> {
+        let budget = (rin.size as usize).min(room);
+        let mut out = DirentPacker {
+            w,
+            budget,
+            used: 0,
+            scratch: Vec::new(),
         };
-        let budget = (rin.size as usize).min(w.available() - OUT_HEADER_LEN);
-        let start = w.bytes_written();
-        w.write_all(&[0u8; OUT_HEADER_LEN])?;
-        let mut used = 0usize;
-        let mut scratch: Vec<u8> = Vec::new();
-        let res = if opcode == op::READDIR {
-            let mut add = |e: DirEntry<'_>| -> io::Result<bool> {
-                if !sendable_name(e.name) {
-                    return Ok(true);
-                }
-                let rec = abi::dirent_size(std::mem::size_of::<abi::Dirent>(), e.name.len());
-                if used + rec > budget {
-                    return Ok(false);
-                }
-                scratch.clear();
-                scratch.extend_from_slice(dirent(&e).as_bytes());
-                scratch.extend_from_slice(e.name);
-                scratch.resize(rec, 0);
-                w.write_all(&scratch)?;
-                used += rec;
-                Ok(true)
-            };
+        if opcode == op::READDIR {
+            let mut add = |e: DirEntry<'_>| out.push(dirent(&e).as_bytes(), e.name);
             self.fs
                 .readdir(ctx, ino, rin.fh, budget as u32, rin.offset, &mut add)
         } else {
-            let mut add = |e: DirEntry<'_>, entry: crate::filesystem::Entry| -> io::Result<bool> {
-                if !sendable_name(e.name) {
-                    return Ok(true);
-                }
-                let rec = abi::dirent_size(std::mem::size_of::<abi::DirentPlus>(), e.name.len());
-                if used + rec > budget {
-                    return Ok(false);
-                }
+            let mut add = |e: DirEntry<'_>, entry: crate::filesystem::Entry| {
                 let plus = abi::DirentPlus {
                     entry_out: entry_out(&entry),
                     dirent: dirent(&e),
                 };
-                scratch.clear();
-                scratch.extend_from_slice(plus.as_bytes());
-                scratch.extend_from_slice(e.name);
-                scratch.resize(rec, 0);
-                w.write_all(&scratch)?;
-                used += rec;
-                Ok(true)
+                out.push(plus.as_bytes(), e.name)
             };
             self.fs
                 .readdirplus(ctx, ino, rin.fh, budget as u32, rin.offset, &mut add)
-        };
-        self.finish_streamed(w, start, u, res)
+        }
+    }
+}
+
+/// Answers READ, READDIR or READDIRPLUS: decodes the `fuse_read_in`, writes a placeholder
+/// header, lets `body(args, room, w)` stream the reply body after it (`room` is what the
+/// writer could take besides the header) and fills in the header: a success carrying what was
+/// written, or (only when nothing was written) the error `body` returned.
+fn stream_reply(
+    a: &mut Args<'_>,
+    u: u64,
+    w: &mut dyn ReplyWriter,
+    body: impl FnOnce(&abi::ReadIn, usize, &mut dyn ReplyWriter) -> io::Result<()>,
+) -> io::Result<usize> {
+    let rin: abi::ReadIn = or_error_reply!(a.obj(), w, u);
+    let room = w.available() - OUT_HEADER_LEN;
+    let start = w.bytes_written();
+    w.write_all(&[0u8; OUT_HEADER_LEN])?;
+    let res = body(&rin, room, &mut *w);
+    let len = w.bytes_written().saturating_sub(start);
+    let error = match res {
+        Err(e) if len == OUT_HEADER_LEN => -errno_of(&e),
+        _ => 0,
+    };
+    if error != 0 {
+        reply::note_error(-error);
+    }
+    let header = abi::OutHeader {
+        len: u32::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?,
+        error,
+        unique: u,
+    };
+    w.overwrite_at(start, header.as_bytes())?;
+    Ok(len)
+}
+
+/// Answers a request whose arguments are one wire struct `T`: decodes it, passes it to `call`
+/// and writes the reply for the result (`EINVAL` when the arguments are too short).
+fn reply_to<T, R>(
+    a: &mut Args<'_>,
+    w: &mut dyn ReplyWriter,
+    u: u64,
+    call: impl FnOnce(T) -> io::Result<R>,
+) -> io::Result<usize>
+where
+    T: FromBytes + KnownLayout + Immutable,
+    R: IntoBytes + Immutable,
+{
+    write_result(w, u, a.obj::<T>().and_then(call))
+}
+
+/// Packs READDIR and READDIRPLUS records into a streamed reply body, at most `budget` bytes.
+struct DirentPacker<'a> {
+    w: &'a mut dyn ReplyWriter,
+    budget: usize,
+    used: usize,
+    scratch: Vec<u8>,
+}
+
+impl DirentPacker<'_> {
+    /// Adds the record `fixed` (a `fuse_dirent` or `fuse_direntplus`), then `name`, padded
+    /// to 8 bytes. `Ok(true)` when it was added or skipped (a name the kernel would refuse),
+    /// `Ok(false)` when it does not fit in what is left of the budget.
+    fn push(&mut self, fixed: &[u8], name: &[u8]) -> io::Result<bool> {
+        if !sendable_name(name) {
+            return Ok(true);
+        }
+        let rec = abi::dirent_size(fixed.len(), name.len());
+        if self.used + rec > self.budget {
+            return Ok(false);
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(fixed);
+        self.scratch.extend_from_slice(name);
+        self.scratch.resize(rec, 0);
+        self.w.write_all(&self.scratch)?;
+        self.used += rec;
+        Ok(true)
     }
 }
 

@@ -160,6 +160,16 @@ impl FakeFs {
             .clone()
     }
 
+    /// Runs `f` on the file behind `handle`, holding the state lock.
+    fn with_file<T>(
+        &self,
+        handle: Handle,
+        f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let st = self.lock();
+        f(st.file(handle)?.as_fd())
+    }
+
     fn note_ctx(&self, ctx: &Context) {
         let mut c = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= 16 {
@@ -272,6 +282,14 @@ impl State {
         Ok(h)
     }
 
+    /// Opens a handle on `ino`, as OPEN, OPENDIR and CREATE answer it.
+    fn opened(&mut self, ino: Inode) -> io::Result<Opened> {
+        Ok(Opened {
+            handle: self.open_handle(ino)?,
+            open_flags: 0,
+        })
+    }
+
     fn file(&self, handle: Handle) -> io::Result<&OwnedFd> {
         let ino = *self.handles.get(&handle).ok_or_else(|| err(libc::EBADF))?;
         match &self.node(ino)?.kind {
@@ -301,6 +319,37 @@ fn set_len(fd: &OwnedFd, len: u64) -> io::Result<()> {
         return Err(err(libc::EFBIG));
     }
     std::fs::File::from(fd.try_clone()?).set_len(len)
+}
+
+/// The permission bits of a new node: `mode` less the `umask`.
+fn perm(mode: u32, umask: u32) -> u32 {
+    mode & 0o7777 & !umask
+}
+
+/// A new regular file (backed by a fresh memfd) owned by the caller.
+fn new_file_node(mode: u32, umask: u32, ctx: &Context) -> io::Result<Node> {
+    Ok(new_node(
+        Kind::File(memfd()?),
+        libc::S_IFREG | perm(mode, umask),
+        ctx,
+    ))
+}
+
+/// Runs `op(offset, len)` until `size` bytes are moved or it moves none; the bytes moved.
+fn transfer(
+    size: u32,
+    offset: u64,
+    mut op: impl FnMut(u64, usize) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut done = 0usize;
+    while done < size as usize {
+        let n = op(offset + done as u64, size as usize - done)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
 }
 
 fn new_node(kind: Kind, mode: u32, ctx: &Context) -> Node {
@@ -424,7 +473,7 @@ impl FileSystem for FakeFs {
         umask: u32,
     ) -> io::Result<Entry> {
         self.note_ctx(ctx);
-        let perm = mode & 0o7777 & !umask;
+        let perm = perm(mode, umask);
         let (kind, fmt) = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => (Kind::File(memfd()?), libc::S_IFREG),
             libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {
@@ -448,7 +497,7 @@ impl FileSystem for FakeFs {
         self.note_ctx(ctx);
         let mut node = new_node(
             Kind::Dir(BTreeMap::new()),
-            libc::S_IFDIR | (mode & 0o7777 & !umask),
+            libc::S_IFDIR | perm(mode, umask),
             ctx,
         );
         node.nlink = 2;
@@ -557,10 +606,7 @@ impl FileSystem for FakeFs {
             Kind::Dir(_) => return Err(err(libc::EISDIR)),
             _ => return Err(err(libc::ENXIO)),
         }
-        Ok(Opened {
-            handle: st.open_handle(inode)?,
-            open_flags: 0,
-        })
+        st.opened(inode)
     }
 
     fn create(
@@ -574,24 +620,14 @@ impl FileSystem for FakeFs {
         _fuse_flags: u32,
     ) -> io::Result<(Entry, Opened)> {
         self.note_ctx(ctx);
-        let node = new_node(
-            Kind::File(memfd()?),
-            libc::S_IFREG | (mode & 0o7777 & !umask),
-            ctx,
-        );
+        let node = new_file_node(mode, umask, ctx)?;
         let mut st = self.lock();
         if st.handles.len() >= FakeFs::MAX_HANDLES {
             return Err(err(libc::EMFILE));
         }
         let entry = st.add_node(parent, &name, node)?;
-        let handle = st.open_handle(entry.inode)?;
-        Ok((
-            entry,
-            Opened {
-                handle,
-                open_flags: 0,
-            },
-        ))
+        let opened = st.opened(entry.inode)?;
+        Ok((entry, opened))
     }
 
     fn tmpfile(
@@ -608,24 +644,14 @@ impl FileSystem for FakeFs {
         if st.nodes.len() >= FakeFs::MAX_NODES || st.handles.len() >= FakeFs::MAX_HANDLES {
             return Err(err(libc::ENOSPC));
         }
-        let mut node = new_node(
-            Kind::File(memfd()?),
-            libc::S_IFREG | (mode & 0o7777 & !umask),
-            ctx,
-        );
+        let mut node = new_file_node(mode, umask, ctx)?;
         node.nlink = 0;
         let ino = st.next_ino;
         st.next_ino += 1;
         st.nodes.insert(ino, node);
         let entry = st.entry(ino)?;
-        let handle = st.open_handle(ino)?;
-        Ok((
-            entry,
-            Opened {
-                handle,
-                open_flags: 0,
-            },
-        ))
+        let opened = st.opened(ino)?;
+        Ok((entry, opened))
     }
 
     fn read(
@@ -638,17 +664,9 @@ impl FileSystem for FakeFs {
         offset: u64,
         _flags: IoFlags,
     ) -> io::Result<usize> {
-        let st = self.lock();
-        let fd = st.file(handle)?;
-        let mut done = 0usize;
-        while done < size as usize {
-            let n = w.write_from_file(fd.as_fd(), offset + done as u64, size as usize - done)?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        Ok(done)
+        self.with_file(handle, |fd| {
+            transfer(size, offset, |off, len| w.write_from_file(fd, off, len))
+        })
     }
 
     fn write(
@@ -661,20 +679,12 @@ impl FileSystem for FakeFs {
         offset: u64,
         _flags: IoFlags,
     ) -> io::Result<usize> {
-        let st = self.lock();
-        let fd = st.file(handle)?;
-        if offset.saturating_add(u64::from(size)) > FakeFs::MAX_FILE_SIZE {
-            return Err(err(libc::EFBIG));
-        }
-        let mut done = 0usize;
-        while done < size as usize {
-            let n = r.read_to_file(fd.as_fd(), offset + done as u64, size as usize - done)?;
-            if n == 0 {
-                break;
+        self.with_file(handle, |fd| {
+            if offset.saturating_add(u64::from(size)) > FakeFs::MAX_FILE_SIZE {
+                return Err(err(libc::EFBIG));
             }
-            done += n;
-        }
-        Ok(done)
+            transfer(size, offset, |off, len| r.read_to_file(fd, off, len))
+        })
     }
 
     fn statfs(&self, _ctx: &Context, _inode: Inode) -> io::Result<libc::statvfs64> {
@@ -782,10 +792,7 @@ impl FileSystem for FakeFs {
     fn opendir(&self, _ctx: &Context, inode: Inode, _flags: u32) -> io::Result<Opened> {
         let mut st = self.lock();
         st.dir(inode)?;
-        Ok(Opened {
-            handle: st.open_handle(inode)?,
-            open_flags: 0,
-        })
+        st.opened(inode)
     }
 
     fn readdir(
@@ -798,14 +805,8 @@ impl FileSystem for FakeFs {
         add: &mut dyn FnMut(DirEntry<'_>) -> io::Result<bool>,
     ) -> io::Result<()> {
         let entries = self.dir_listing(inode)?;
-        for (i, (name, ino, typ)) in entries.iter().enumerate().skip(offset as usize) {
-            let e = DirEntry {
-                ino: *ino,
-                offset: i as u64 + 1,
-                typ: *typ,
-                name,
-            };
-            if !add(e)? {
+        for (i, item) in entries.iter().enumerate().skip(offset as usize) {
+            if !add(item.dirent(i))? {
                 break;
             }
         }
@@ -822,31 +823,26 @@ impl FileSystem for FakeFs {
         add: &mut dyn FnMut(DirEntry<'_>, Entry) -> io::Result<bool>,
     ) -> io::Result<()> {
         let entries = self.dir_listing(inode)?;
-        for (i, (name, ino, typ)) in entries.iter().enumerate().skip(offset as usize) {
-            let dot = name == b"." || name == b"..";
+        for (i, item) in entries.iter().enumerate().skip(offset as usize) {
+            let ino = item.ino;
+            let dot = item.name == b"." || item.name == b"..";
             let entry = {
                 let mut st = self.lock();
                 if dot {
-                    let mut e = st.entry(*ino)?;
-                    st.node_mut(*ino)?.lookups -= 1;
+                    let mut e = st.entry(ino)?;
+                    st.node_mut(ino)?.lookups -= 1;
                     e.inode = 0;
                     e
                 } else {
-                    match st.entry(*ino) {
+                    match st.entry(ino) {
                         Ok(e) => e,
                         Err(_) => continue,
                     }
                 }
             };
-            let e = DirEntry {
-                ino: *ino,
-                offset: i as u64 + 1,
-                typ: *typ,
-                name,
-            };
-            if !add(e, entry)? {
+            if !add(item.dirent(i), entry)? {
                 if !dot {
-                    self.forget(*ino, 1);
+                    self.forget(ino, 1);
                 }
                 break;
             }
@@ -974,12 +970,12 @@ impl FileSystem for FakeFs {
 
 impl FakeFs {
     /// `.`, `..` and the children of `inode`, with their inode numbers and `DT_*` types.
-    fn dir_listing(&self, inode: Inode) -> io::Result<Vec<(Vec<u8>, Inode, u32)>> {
+    fn dir_listing(&self, inode: Inode) -> io::Result<Vec<Listed>> {
         let st = self.lock();
         let dir = st.dir(inode)?;
         let mut out = vec![
-            (b".".to_vec(), inode, u32::from(libc::DT_DIR)),
-            (b"..".to_vec(), inode, u32::from(libc::DT_DIR)),
+            Listed::new(b".".to_vec(), inode, libc::DT_DIR),
+            Listed::new(b"..".to_vec(), inode, libc::DT_DIR),
         ];
         for (name, &ino) in dir {
             let typ = match st.node(ino).map(|n| n.mode & libc::S_IFMT) {
@@ -988,9 +984,38 @@ impl FakeFs {
                 Ok(libc::S_IFLNK) => libc::DT_LNK,
                 _ => libc::DT_UNKNOWN,
             };
-            out.push((name.clone(), ino, u32::from(typ)));
+            out.push(Listed::new(name.clone(), ino, typ));
         }
         Ok(out)
+    }
+}
+
+/// One entry of a [`FakeFs::dir_listing`].
+struct Listed {
+    name: Vec<u8>,
+    ino: Inode,
+    /// `DT_*` type.
+    typ: u32,
+}
+
+impl Listed {
+    fn new(name: Vec<u8>, ino: Inode, typ: u8) -> Self {
+        Self {
+            name,
+            ino,
+            typ: u32::from(typ),
+        }
+    }
+
+    /// The entry as READDIR sends it when it is the `index`-th of the listing (its cookie is
+    /// the index of the next one).
+    fn dirent(&self, index: usize) -> DirEntry<'_> {
+        DirEntry {
+            ino: self.ino,
+            offset: index as u64 + 1,
+            typ: self.typ,
+            name: &self.name,
+        }
     }
 }
 

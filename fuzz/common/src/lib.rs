@@ -14,6 +14,8 @@
 //! Sending a valid INIT first by default lets the fuzzer reach every opcode handler without
 //! having to discover INIT itself.
 
+#![warn(missing_docs)]
+
 use vhostfs_server::abi;
 use vhostfs_server::testing::{init_request, RequestBuilder, ALL_CLIENT_FLAGS};
 use vhostfs_server::{FileSystem, ReplyWriter, Server, SliceReader, VecWriter};
@@ -240,35 +242,24 @@ pub fn seed_sessions() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         req(op::LISTXATTR, 6, 2).arg(&abi::GetxattrIn { size: 256, padding: 0 }).build(),
         req(op::REMOVEXATTR, 7, 2).name(b"user.k").build(),
     ]));
+    // A write lock of bytes 0..=end by owner 7 through handle 1 of node 2 (a flock when
+    // lk_flags is 1).
+    let write_lock = |opcode, u, end, lk_flags| {
+        req(opcode, u, 2)
+            .arg(&abi::LkIn {
+                fh: 1,
+                owner: 7,
+                lk: abi::FileLock { start: 0, end, typ: libc::F_WRLCK as u32, pid: 1 },
+                lk_flags,
+                padding: 0,
+            })
+            .build()
+    };
     s.push(("locks", vec![
         create(2, b"lk"),
-        req(op::GETLK, 3, 2)
-            .arg(&abi::LkIn {
-                fh: 1,
-                owner: 7,
-                lk: abi::FileLock { start: 0, end: 99, typ: libc::F_WRLCK as u32, pid: 1 },
-                lk_flags: 0,
-                padding: 0,
-            })
-            .build(),
-        req(op::SETLK, 4, 2)
-            .arg(&abi::LkIn {
-                fh: 1,
-                owner: 7,
-                lk: abi::FileLock { start: 0, end: 99, typ: libc::F_WRLCK as u32, pid: 1 },
-                lk_flags: 0,
-                padding: 0,
-            })
-            .build(),
-        req(op::SETLK, 5, 2)
-            .arg(&abi::LkIn {
-                fh: 1,
-                owner: 7,
-                lk: abi::FileLock { start: 0, end: 0, typ: libc::F_WRLCK as u32, pid: 1 },
-                lk_flags: 1,
-                padding: 0,
-            })
-            .build(),
+        write_lock(op::GETLK, 3, 99, 0),
+        write_lock(op::SETLK, 4, 99, 0),
+        write_lock(op::SETLK, 5, 0, 1),
         req(op::INTERRUPT, 6, 0).arg(&abi::InterruptIn { unique: 5 }).build(),
     ]));
     s.push(("copy_range_and_misc", vec![

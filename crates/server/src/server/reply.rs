@@ -1,6 +1,7 @@
 //! Reply encoding: host types to wire structs, and writing header plus body.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use vhostfs_fuse_abi as abi;
@@ -126,7 +127,9 @@ pub(crate) fn lk_out(l: &Lock) -> abi::LkOut {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, IntoBytes, Immutable)]
 pub(crate) struct CreateOut {
+    /// The new inode.
     pub(crate) entry: abi::EntryOut,
+    /// The handle it was opened with.
     pub(crate) open: abi::OpenOut,
 }
 
@@ -187,53 +190,44 @@ pub(crate) fn write_result<T: IntoBytes + Immutable>(
     }
 }
 
-/// Lets a file system stream READ data into the reply, at most `limit` bytes, while the
-/// server keeps the reply writer (for the header).
-pub(crate) struct LimitedWriter<'a> {
-    pub(crate) inner: &'a mut dyn ReplyWriter,
+/// Lets a file system move at most `limit` bytes through `inner`: READ data into the reply
+/// (while the server keeps the reply writer, for the header) or WRITE data out of the request
+/// (so it can never consume bytes past the payload the header announced).
+pub(crate) struct Limited<'a, T: ?Sized> {
+    /// The reply writer (READ) or the request reader (WRITE).
+    pub(crate) inner: &'a mut T,
+    /// Bytes still allowed through.
     pub(crate) limit: usize,
 }
 
-impl ZeroCopyWriter for LimitedWriter<'_> {
-    fn write_from_file(
+impl<T: ?Sized> Limited<'_, T> {
+    /// Moves at most `len` bytes (and at most what is left of the limit) with `op`, and takes
+    /// what it moved off the limit; calls nothing when that leaves 0 bytes.
+    fn transfer(
         &mut self,
-        fd: std::os::fd::BorrowedFd<'_>,
-        offset: u64,
         len: usize,
-    ) -> io::Result<usize> {
-        let len = len.min(self.limit).min(self.inner.available());
-        if len == 0 {
-            return Ok(0);
-        }
-        let n = self.inner.write_from_file(fd, offset, len)?;
-        let n = n.min(len);
-        self.limit -= n;
-        Ok(n)
-    }
-}
-
-/// Lets a file system take WRITE data from the request, at most `limit` bytes (so it can
-/// never consume bytes past the payload the header announced).
-pub(crate) struct LimitedReader<'a> {
-    pub(crate) inner: &'a mut dyn crate::io::RequestReader,
-    pub(crate) limit: usize,
-}
-
-impl ZeroCopyReader for LimitedReader<'_> {
-    fn read_to_file(
-        &mut self,
-        fd: std::os::fd::BorrowedFd<'_>,
-        offset: u64,
-        len: usize,
+        op: impl FnOnce(&mut T, usize) -> io::Result<usize>,
     ) -> io::Result<usize> {
         let len = len.min(self.limit);
         if len == 0 {
             return Ok(0);
         }
-        let n = self.inner.read_to_file(fd, offset, len)?;
-        let n = n.min(len);
+        let n = op(self.inner, len)?.min(len);
         self.limit -= n;
         Ok(n)
+    }
+}
+
+impl ZeroCopyWriter for Limited<'_, dyn ReplyWriter + '_> {
+    fn write_from_file(&mut self, fd: BorrowedFd<'_>, off: u64, len: usize) -> io::Result<usize> {
+        let len = len.min(self.inner.available());
+        self.transfer(len, |w, len| w.write_from_file(fd, off, len))
+    }
+}
+
+impl ZeroCopyReader for Limited<'_, dyn crate::io::RequestReader + '_> {
+    fn read_to_file(&mut self, fd: BorrowedFd<'_>, off: u64, len: usize) -> io::Result<usize> {
+        self.transfer(len, |r, len| r.read_to_file(fd, off, len))
     }
 }
 

@@ -20,15 +20,22 @@ fn raw_call<F: FileSystem>(s: &Server<F>, req: &[u8], limit: usize) -> io::Resul
     let n = s.handle_message(&mut r, &mut w)?;
     let out = w.into_inner();
     assert_eq!(n, out.len(), "returned length is what was written");
-    if n > 0 {
-        let (h, _) = parse_reply(&out).expect("reply has a header");
-        assert_eq!(h.len as usize, n, "header len is the reply length");
-        if h.error != 0 {
-            assert_eq!(n, 16, "error replies have no body");
-            assert!(h.error < 0 && h.error > -512);
-        }
-    }
+    assert_well_formed(&out);
     Ok(out)
+}
+
+/// Checks the reply bytes `out` (if any): the header's `len` is their length, and an error
+/// carries an errno the kernel accepts and no body.
+fn assert_well_formed(out: &[u8]) {
+    if out.is_empty() {
+        return;
+    }
+    let (h, _) = parse_reply(out).expect("reply has a header");
+    assert_eq!(h.len as usize, out.len(), "header len is the reply length");
+    if h.error != 0 {
+        assert_eq!(out.len(), 16, "error replies have no body");
+        assert!(h.error < 0 && h.error > -512);
+    }
 }
 
 /// Sends `req` and returns (errno or 0, body).
@@ -46,6 +53,14 @@ fn ok_body<F: FileSystem>(s: &Server<F>, req: &[u8]) -> Vec<u8> {
 
 fn errno<F: FileSystem>(s: &Server<F>, req: &[u8]) -> i32 {
     call(s, req).0
+}
+
+/// A table of requests and the errno each must get: `server; "what": request builder =>
+/// errno; ...`.
+macro_rules! assert_errnos {
+    ($s:expr; $($what:literal: $req:expr => $errno:expr;)*) => {
+        $(assert_eq!(errno($s, &$req.build()), $errno, $what);)*
+    };
 }
 
 fn ready_server() -> Server<FakeFs> {
@@ -557,24 +572,16 @@ fn every_opcode_decodes() {
     let list = ok_body(&s, &read_req(op::READDIRPLUS, d, oo.fh, 0, 4096));
     assert_eq!(dirent_names(&list, true).len(), 5);
     assert_eq!(fs.lookups(f).unwrap(), before + 1);
-    ok_body(
-        &s,
-        &req(op::FSYNCDIR, d)
-            .arg(&abi::FsyncIn {
-                fh: oo.fh,
-                ..Default::default()
-            })
-            .build(),
-    );
-    ok_body(
-        &s,
-        &req(op::RELEASEDIR, d)
-            .arg(&abi::ReleaseIn {
-                fh: oo.fh,
-                ..Default::default()
-            })
-            .build(),
-    );
+    let fsync = abi::FsyncIn {
+        fh: oo.fh,
+        ..Default::default()
+    };
+    ok_body(&s, &req(op::FSYNCDIR, d).arg(&fsync).build());
+    let release = abi::ReleaseIn {
+        fh: oo.fh,
+        ..Default::default()
+    };
+    ok_body(&s, &req(op::RELEASEDIR, d).arg(&release).build());
 
     // Removal.
     ok_body(&s, &req(op::UNLINK, d).name(b"link").build());
@@ -803,78 +810,28 @@ fn malformed_requests_get_errors() {
         assert_eq!(errno(&s, &req(op::UNLINK, 1).bytes(name).build()), e);
     }
     let long = vec![b'x'; 256];
-    assert_eq!(
-        errno(&s, &req(op::LOOKUP, 1).name(&long).build()),
-        libc::ENAMETOOLONG
-    );
-    assert_eq!(
-        errno(
-            &s,
-            &req(op::MKDIR, 1)
-                .arg(&abi::MkdirIn::default())
-                .name(&long)
-                .build()
-        ),
-        libc::ENAMETOOLONG
-    );
-    // RENAME with one name only.
-    assert_eq!(
-        errno(
-            &s,
-            &req(op::RENAME, 1)
-                .arg(&abi::RenameIn { newdir: 1 })
-                .name(b"a")
-                .build()
-        ),
-        libc::EINVAL
-    );
-    // SYMLINK target without NUL, and too long.
-    assert_eq!(
-        errno(&s, &req(op::SYMLINK, 1).name(b"l").bytes(b"t").build()),
-        libc::EINVAL
-    );
     let target = vec![b't'; 5000];
-    assert_eq!(
-        errno(&s, &req(op::SYMLINK, 1).name(b"l").name(&target).build()),
-        libc::ENAMETOOLONG
-    );
     // A body larger than any request may be is refused without being decoded.
     let huge = vec![b'v'; MAX_REQUEST_BODY + (128 << 10)];
-    let sx = abi::SetxattrIn {
+    let huge_sx = abi::SetxattrIn {
         size: huge.len() as u32,
         ..Default::default()
     };
-    assert_eq!(
-        errno(
-            &s,
-            &req(op::SETXATTR, 1)
-                .arg(&sx)
-                .name(b"user.x")
-                .bytes(&huge)
-                .build()
-        ),
-        libc::EINVAL
-    );
-    // Xattr sizes.
-    let sx = abi::SetxattrIn {
+    let big_sx = abi::SetxattrIn {
         size: 1 << 20,
         ..Default::default()
     };
-    assert_eq!(
-        errno(&s, &req(op::SETXATTR, 1).arg(&sx).name(b"user.x").build()),
-        libc::E2BIG
-    );
     let long_xattr = vec![b'u'; 256];
-    assert_eq!(
-        errno(
-            &s,
-            &req(op::GETXATTR, 1)
-                .arg(&abi::GetxattrIn::default())
-                .name(&long_xattr)
-                .build()
-        ),
-        libc::ERANGE
-    );
+    assert_errnos! { &s;
+        "LOOKUP of a long name": req(op::LOOKUP, 1).name(&long) => libc::ENAMETOOLONG;
+        "MKDIR of a long name": req(op::MKDIR, 1).arg(&abi::MkdirIn::default()).name(&long) => libc::ENAMETOOLONG;
+        "RENAME with one name only": req(op::RENAME, 1).arg(&abi::RenameIn { newdir: 1 }).name(b"a") => libc::EINVAL;
+        "SYMLINK target without NUL": req(op::SYMLINK, 1).name(b"l").bytes(b"t") => libc::EINVAL;
+        "SYMLINK target too long": req(op::SYMLINK, 1).name(b"l").name(&target) => libc::ENAMETOOLONG;
+        "body larger than any request": req(op::SETXATTR, 1).arg(&huge_sx).name(b"user.x").bytes(&huge) => libc::EINVAL;
+        "xattr value too large": req(op::SETXATTR, 1).arg(&big_sx).name(b"user.x") => libc::E2BIG;
+        "xattr name too long": req(op::GETXATTR, 1).arg(&abi::GetxattrIn::default()).name(&long_xattr) => libc::ERANGE;
+    }
 }
 
 #[test]
@@ -1214,18 +1171,17 @@ mod props {
         52, 4096, 0, 7, 100,
     ];
 
-    fn check_reply(res: io::Result<usize>, w: &VecWriter) {
+    /// Hands `bytes` to the server with a reply buffer of `limit` bytes and checks the reply
+    /// when there is one; returns what `handle_message` returned.
+    fn send_checked(s: &Server<FakeFs>, bytes: &[u8], limit: usize) -> io::Result<usize> {
+        let mut r = SliceReader::new(bytes);
+        let mut w = VecWriter::new(limit);
+        let res = s.handle_message(&mut r, &mut w);
         if let Ok(n) = res {
             assert_eq!(n, w.bytes_written());
-            if n > 0 {
-                let (h, _) = parse_reply(w.as_slice()).expect("header");
-                assert_eq!(h.len as usize, n);
-                if h.error != 0 {
-                    assert_eq!(n, 16);
-                    assert!(h.error < 0 && h.error > -512);
-                }
-            }
+            assert_well_formed(w.as_slice());
         }
+        res
     }
 
     proptest! {
@@ -1233,11 +1189,7 @@ mod props {
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), limit in 0usize..4096) {
-            let s = ready_server();
-            let mut r = SliceReader::new(&bytes);
-            let mut w = VecWriter::new(limit);
-            let res = s.handle_message(&mut r, &mut w);
-            check_reply(res, &w);
+            send_checked(&ready_server(), &bytes, limit).ok();
         }
 
         #[test]
@@ -1253,10 +1205,7 @@ mod props {
             for (i, (opcode, nodeid, body, extlen, limit)) in reqs.into_iter().enumerate() {
                 let mut bytes = RequestBuilder::new(opcode, i as u64 + 10, nodeid).bytes(&body).build();
                 bytes[36..38].copy_from_slice(&extlen.to_ne_bytes());
-                let mut r = SliceReader::new(&bytes);
-                let mut w = VecWriter::new(limit);
-                let res = s.handle_message(&mut r, &mut w);
-                check_reply(res, &w);
+                send_checked(&s, &bytes, limit).ok();
             }
         }
 
@@ -1293,11 +1242,8 @@ mod props {
                     22 => RequestBuilder::new(op::COPY_FILE_RANGE, u, ino).arg(&abi::CopyFileRangeIn { fh_in: fh, off_in: off % 4096, nodeid_out: ino, fh_out: fh, off_out: off % 8192, len: u64::from(size), flags: 0 }).build(),
                     _ => RequestBuilder::new(op::FALLOCATE, u, ino).arg(&abi::FallocateIn { fh, offset: off % 4096, length: u64::from(size % 8192), mode: size % 2, padding: 0 }).build(),
                 };
-                let mut r = SliceReader::new(&bytes);
-                let mut w = VecWriter::new(1 << 21);
-                let res = s.handle_message(&mut r, &mut w);
+                let res = send_checked(&s, &bytes, 1 << 21);
                 prop_assert!(res.is_ok() || kind == 7);
-                check_reply(res, &w);
             }
         }
     }
