@@ -1,27 +1,19 @@
 # Host side of flock-locks.sh.
-python3 - "$SHARE/flock-1" <<'PY'
+python3 -B - "$SHARE/flock-1" <<'PY'
 import fcntl, os, sys, time
+sys.path.insert(0, os.path.join(os.environ["E2E_DIR"], "scenarios"))
+from markers import mark, wait
 d = sys.argv[1]
-def wait(name, limit=800):
-    end = time.time() + limit
-    while not os.path.exists(os.path.join(d, name)):
-        if time.time() > end:
-            sys.exit(f"timed out waiting for guest marker {name}")
-        time.sleep(0.1)
-def mark(name, text):
-    with open(os.path.join(d, "." + name), "w") as f:
-        f.write(text)
-    os.rename(os.path.join(d, "." + name), os.path.join(d, name))
-wait("guest-locked")
+wait(d, "guest-locked", 800, whose="guest")
 f = open(os.path.join(d, "file"), "r+")
 try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     fcntl.flock(f, fcntl.LOCK_UN)
-    mark("host-checked", "no-conflict")
+    mark(d, "host-checked", "no-conflict")
     sys.exit("host got the flock the guest holds")
 except BlockingIOError:
-    mark("host-checked", "conflict")
-wait("guest-released", 60)
+    mark(d, "host-checked", "conflict")
+wait(d, "guest-released", 60, whose="guest")
 for _ in range(50):
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -29,7 +21,7 @@ for _ in range(50):
     except BlockingIOError:
         time.sleep(0.1)
 else:
-    mark("host-locked-after-release", "still-locked")
+    mark(d, "host-locked-after-release", "still-locked")
     sys.exit("flock not released")
-mark("host-locked-after-release", "ok")
+mark(d, "host-locked-after-release", "ok")
 PY

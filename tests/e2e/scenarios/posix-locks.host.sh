@@ -1,41 +1,27 @@
 # Host side of posix-locks.sh (runs on the host, in the background, during the boot).
-python3 - "$SHARE/locks-1" <<'PY'
-import errno, fcntl, os, sys, time
+python3 -B - "$SHARE/locks-1" <<'PY'
+import fcntl, os, sys, time
+sys.path.insert(0, os.path.join(os.environ["E2E_DIR"], "scenarios"))
+from markers import lock_refused, mark, wait
 
 d = sys.argv[1]
 
-def wait(name, limit=800):
-    end = time.time() + limit
-    while not os.path.exists(os.path.join(d, name)):
-        if time.time() > end:
-            sys.exit(f"timed out waiting for guest marker {name}")
-        time.sleep(0.1)
-
-def mark(name, text="1"):
-    tmp = os.path.join(d, "." + name)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, os.path.join(d, name))
-
-wait("guest-locked")
+wait(d, "guest-locked", 800, whose="guest")
 f = open(os.path.join(d, "file"), "r+")
-try:
-    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+if not lock_refused(f):
     print("host got the lock the guest holds")
     fcntl.lockf(f, fcntl.LOCK_UN)
-    mark("host-checked", "no-conflict")
+    mark(d, "host-checked", "no-conflict")
     sys.exit(1)
-except OSError as e:
-    assert e.errno in (errno.EAGAIN, errno.EACCES), e
-    print("host sees the guest's lock")
-    mark("host-checked", "conflict")
-wait("guest-released", 60)
+print("host sees the guest's lock")
+mark(d, "host-checked", "conflict")
+wait(d, "guest-released", 60, whose="guest")
 fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
 print("host holds the lock")
-mark("host-locked")
-wait("guest-waiting", 60)
+mark(d, "host-locked")
+wait(d, "guest-waiting", 60, whose="guest")
 time.sleep(3)
 fcntl.lockf(f, fcntl.LOCK_UN)
 print("host released the lock")
-wait("guest-relocked", 60)
+wait(d, "guest-relocked", 60, whose="guest")
 PY

@@ -6,39 +6,24 @@
 . "$E2E_DIR/scenarios/lib.sh"
 d=$MNT/locks-$GUEST_ID
 mkdir -p "$d"
-python3 - "$d" "$HOSTSIDE/locks-$GUEST_ID" <<'PY'
-import errno, fcntl, os, sys, threading, time
+python3 -B - "$d" "$HOSTSIDE/locks-$GUEST_ID" <<'PY'
+import fcntl, os, sys, threading, time
+sys.path.insert(0, os.path.join(os.environ["E2E_DIR"], "scenarios"))
+from markers import lock_refused, mark, wait
 
 d, host = sys.argv[1], sys.argv[2]
-
-def mark(name):
-    with open(os.path.join(d, name), "w") as f:
-        f.write("1")
-
-def wait_host(name, limit=60):
-    path = os.path.join(host, name)
-    end = time.time() + limit
-    while not os.path.exists(path):
-        if time.time() > end:
-            sys.exit(f"timed out waiting for host marker {name}")
-        time.sleep(0.1)
-    with open(path) as f:
-        return f.read().strip()
 
 f = open(os.path.join(d, "file"), "w+")
 fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
 print("guest holds a write lock")
-mark("guest-locked")
-verdict = wait_host("host-checked")
+mark(d, "guest-locked")
+verdict = wait(host, "host-checked", whose="host")
 assert verdict == "conflict", f"host saw {verdict!r} instead of a conflict"
 fcntl.lockf(f, fcntl.LOCK_UN)
-mark("guest-released")
-wait_host("host-locked")
-try:
-    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+mark(d, "guest-released")
+wait(host, "host-locked", whose="host")
+if not lock_refused(f):
     sys.exit("guest got a lock the host holds")
-except OSError as e:
-    assert e.errno in (errno.EAGAIN, errno.EACCES), e
 print("guest sees the host's lock")
 # A blocking lock (SETLKW) waits for the host; meanwhile the file system stays usable.
 got = threading.Event()
@@ -49,7 +34,7 @@ t0 = time.time()
 th = threading.Thread(target=blocking)
 th.start()
 time.sleep(0.5)
-mark("guest-waiting")
+mark(d, "guest-waiting")
 assert not got.is_set(), "SETLKW returned while the host held the lock"
 for i in range(20):
     p = os.path.join(d, f"during-wait-{i}")
@@ -61,7 +46,7 @@ print(f"20 writes while SETLKW waited, {time.time() - t0:.1f}s")
 th.join(60)
 assert got.is_set(), "SETLKW never returned"
 print(f"SETLKW granted after {time.time() - t0:.1f}s")
-mark("guest-relocked")
+mark(d, "guest-relocked")
 fcntl.lockf(f, fcntl.LOCK_UN)
 f.close()
 PY
