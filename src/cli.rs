@@ -221,13 +221,13 @@ pub struct Args {
     pub rlimit_nofile: Option<u64>,
     /// Most files and directories the guest may hold open at once; beyond it an open fails
     /// with EMFILE and the host log warns [default: no limit but RLIMIT_NOFILE] (vhostfs only).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_open_files: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = positive_count())]
+    pub max_open_files: Option<usize>,
     /// Most inodes the guest may hold (looked up and not yet forgotten) at once; beyond it a
     /// lookup or create fails with ENFILE and the host log warns [default: no limit but
     /// RLIMIT_NOFILE, which also bounds inodes held as O_PATH fds] (vhostfs only).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_inodes: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = positive_count())]
+    pub max_inodes: Option<usize>,
     /// Options in the legacy format, e.g. -o source=/dir,cache=auto,xattr [deprecated].
     #[arg(short = 'o', value_name = "COMPAT_OPTIONS")]
     pub compat_options: Vec<String>,
@@ -300,6 +300,11 @@ impl fmt::Display for CliError {
 }
 
 impl std::error::Error for CliError {}
+
+/// Parser for a count of 1 or more (`--max-open-files`, `--max-inodes`).
+fn positive_count() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
 
 fn err<T>(msg: impl Into<String>) -> Result<T, CliError> {
     Err(CliError(msg.into()))
@@ -532,9 +537,9 @@ pub struct Config {
     /// RLIMIT_NOFILE to set; `None` for the default, `Some(0)` to leave it alone.
     pub rlimit_nofile: Option<u64>,
     /// Cap on open guest handles (`--max-open-files`).
-    pub max_open_files: Option<u64>,
+    pub max_open_files: Option<usize>,
     /// Cap on inodes held for the guest (`--max-inodes`).
-    pub max_inodes: Option<u64>,
+    pub max_inodes: Option<usize>,
     /// `--modcaps` edit of the capabilities the daemon keeps.
     pub modcaps: Option<String>,
     /// Log level.

@@ -326,8 +326,8 @@ pub fn passthrough_config(
     c.security_label = config.security_label != cli::Tristate::Never;
     c.announce_submounts = config.announce_submounts;
     c.killpriv_v2 = config.killpriv_v2;
-    c.max_open_fds = config.max_open_files.map(saturating_usize);
-    c.max_inodes = config.max_inodes.map(saturating_usize);
+    c.max_open_fds = config.max_open_files;
+    c.max_inodes = config.max_inodes;
     if let Some(i) = config.inode_file_handles {
         c.inode_file_handles = match i {
             cli::InodeFileHandles::Never => InodeFileHandles::Never,
@@ -371,12 +371,6 @@ fn build_fs(config: &Config, root: &Path) -> anyhow::Result<vhostfs_passthrough:
 
 /// Applies `--rlimit-nofile`: `Some(0)` leaves the limit alone; `None` sets
 /// min(1000000, /proc/sys/fs/nr_open), as far as we may.
-/// A count from the command line as a `usize` (a count beyond the address space means "no
-/// practical limit").
-fn saturating_usize(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
-}
-
 fn set_rlimit_nofile(limit: Option<u64>) -> anyhow::Result<()> {
     let want = limit.unwrap_or_else(vhostfs_sandbox::default_rlimit_nofile);
     match vhostfs_sandbox::set_rlimit_nofile(want) {

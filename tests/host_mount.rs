@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{c, errno, io, sys, Fixture};
+use common::{c, errno, exchange_until, io, renameat2, sys, Fixture};
 
 type R<T> = Result<T, i32>;
 
@@ -314,20 +314,6 @@ fn mkdir_rmdir_unlink_errors_ops(fx: &Fixture) {
             a, b, not_empty, unlink_dir, rmdir_file, missing, under_file, ok, gone, long,
         ))
     });
-}
-
-fn renameat2(from: &Path, to: &Path, flags: u32) -> R<i64> {
-    let (f, t) = (c(from), c(to));
-    // SAFETY: valid C strings.
-    sys(unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            flags,
-        )
-    })
 }
 
 fixture_test! { rename_variants_and_hard_links, rename_variants_and_hard_links_ops }
@@ -1086,14 +1072,7 @@ fn symlinks_do_not_escape_the_share() {
     let swapper = {
         let stop = Arc::clone(&stop);
         let (a, b) = (s.join("d"), s.join("d-link"));
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let _ = renameat2(&a, &b, libc::RENAME_EXCHANGE);
-                n += 1;
-            }
-            n
-        })
+        std::thread::spawn(move || exchange_until(&a, &b, &stop).expect("exchange d and d-link"))
     };
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut reads = 0;

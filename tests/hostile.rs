@@ -1,7 +1,8 @@
 //! Hostile-guest tests: a vhost-user frontend of our own (crates/driver) sends malformed
 //! descriptor chains and FUSE requests to the `vhostfs` binary and checks that it answers
 //! with an error or drops the request, and then keeps serving; that resources stay bounded
-//! over 100,000 hostile requests; and that no request reaches a host path outside the share.
+//! over 100,000 hostile requests; and that no request reaches a host path outside the share,
+//! also while the host races the requests by swapping a directory for a symlink.
 //!
 //! When virtiofsd is installed at /opt/virtiofsd/bin/virtiofsd, the same scenarios are run
 //! against it and a comparison table is printed (run with `--nocapture` to see it); virtiofsd's
@@ -10,8 +11,14 @@
 //! If the `vhostfs` binary reports that the vhost-user transport is not implemented, the tests
 //! print why and return early.
 
+mod common;
+
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::exchange_until;
 
 use vhostfs_driver::daemon::{DaemonSpec, VIRTIOFSD};
 use vhostfs_driver::driver::{HIPRIO_QUEUE, REQUEST_QUEUE};
@@ -405,4 +412,133 @@ fn buffers_straddling_memory_regions() {
         matches!(recs[0].outcome, hostile::Outcome::Success(_)),
         "the scenario must not be skipped with two regions"
     );
+}
+
+/// What the driver saw during the race.
+#[derive(Debug, Default)]
+struct RaceReport {
+    swaps: u64,
+    saw_dir: u64,
+    saw_symlink: u64,
+    created: u64,
+    /// Outside names or contents that came back to the driver.
+    leaks: Vec<String>,
+}
+
+/// Runs the race against `t` for `duration`.
+fn race(t: &mut SpawnedTarget, duration: Duration) -> Result<RaceReport, String> {
+    let fx = t.fx().clone();
+    let swap = fx.shared.join("swap");
+    let alt = fx.shared.join("swap-alt");
+    std::fs::create_dir_all(&swap).map_err(|e| e.to_string())?;
+    std::fs::write(swap.join("inside"), b"inside\n").map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&alt);
+    std::os::unix::fs::symlink(&fx.outside, &alt).map_err(|e| e.to_string())?;
+
+    let mut d = t.connect().map_err(|e| format!("connect: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, swap, alt) = (stop.clone(), swap.clone(), alt.clone());
+        std::thread::spawn(move || exchange_until(&swap, &alt, &stop))
+    };
+    let mut rep = RaceReport::default();
+    let end = Instant::now() + duration;
+    let mut i = 0u64;
+    let mut outcome = Ok(());
+    while Instant::now() < end {
+        i += 1;
+        let e = match d.lookup(abi::ROOT_ID, b"swap") {
+            Ok(e) => e,
+            Err(vhostfs_driver::Error::Errno(_)) => continue,
+            Err(e) => {
+                outcome = Err(format!("LOOKUP swap: {e}"));
+                break;
+            }
+        };
+        if e.attr.mode & libc::S_IFMT == libc::S_IFLNK {
+            rep.saw_symlink += 1;
+            if d.lookup(e.nodeid, b"secret").is_ok() {
+                rep.leaks.push("LOOKUP through a symlink node".into());
+            }
+            continue;
+        }
+        rep.saw_dir += 1;
+        // The node is the share's directory, wherever the host has moved it by now.
+        if d.lookup(e.nodeid, b"secret").is_ok() {
+            rep.leaks.push("LOOKUP of the outside's secret".into());
+        }
+        let name = format!("new-{i}");
+        if d.create(e.nodeid, name.as_bytes(), 0o644, libc::O_RDWR as u32)
+            .is_ok()
+        {
+            rep.created += 1;
+        }
+        let _ = d.mkdir(e.nodeid, format!("dir-{i}").as_bytes(), 0o755);
+        if let Ok(o) = d.opendir(e.nodeid) {
+            if let Ok(ents) = d.readdir(e.nodeid, o.fh, 0, 4096) {
+                if ents.iter().any(|x| x.name == b"secret") {
+                    rep.leaks.push("READDIR listed the outside".into());
+                }
+            }
+            let _ = d.release(e.nodeid, o.fh, true);
+        }
+        if let Ok(f) = d.lookup(e.nodeid, b"inside") {
+            if let Ok(o) = d.open(f.nodeid, libc::O_RDONLY as u32) {
+                let data = d.read(f.nodeid, o.fh, 0, 4096).unwrap_or_default();
+                if data.windows(SECRET.len()).any(|w| w == SECRET) {
+                    rep.leaks.push("READ returned the outside's secret".into());
+                }
+                let _ = d.release(f.nodeid, o.fh, false);
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    rep.swaps = swapper
+        .join()
+        .map_err(|_| "swapper panicked".to_string())?
+        .map_err(|e| format!("renameat2(RENAME_EXCHANGE): errno {e}"))?;
+    for p in fx.escapes() {
+        rep.leaks
+            .push(format!("created outside the share: {}", p.display()));
+    }
+    if std::fs::read(fx.outside.join("secret")).ok().as_deref() != Some(SECRET) {
+        rep.leaks.push("the outside's secret changed".into());
+    }
+    outcome.map(|()| rep)
+}
+
+/// A directory of the share that the host keeps exchanging with a symlink to the outside
+/// (`renameat2(RENAME_EXCHANGE)`) while the driver sends LOOKUP, CREATE, MKDIR, OPENDIR,
+/// READDIR and READ into it, as a hostile guest racing the host would: whatever node the daemon
+/// hands out, nothing outside the share is read, listed or created. virtiofsd's result is
+/// printed for the comparison note.
+#[test]
+fn directory_swapped_for_symlink_while_requests_run() {
+    let Some(mut t) = spawn_vhostfs(|_| {}) else {
+        return;
+    };
+    let rep = race(&mut t, Duration::from_secs(4)).expect("race against vhostfs");
+    println!("vhostfs: {rep:?}");
+    assert!(rep.leaks.is_empty(), "escaped the share: {:?}", rep.leaks);
+    assert!(
+        rep.swaps > 0 && rep.saw_dir > 0,
+        "the race did not run: {rep:?}"
+    );
+    assert!(
+        t.daemon().is_some_and(|d| d.is_alive()),
+        "vhostfs died during the race"
+    );
+
+    if let Some(bin) = virtiofsd_present() {
+        match SpawnedTarget::new(
+            DaemonSpec::virtiofsd_sandboxed(&bin),
+            DriverConfig::default(),
+        ) {
+            Ok(mut v) => match race(&mut v, Duration::from_secs(4)) {
+                Ok(r) => println!("virtiofsd: {r:?}"),
+                Err(e) => println!("virtiofsd: {e}"),
+            },
+            Err(e) => println!("virtiofsd did not start: {e}"),
+        }
+    }
 }

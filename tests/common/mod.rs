@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long to wait for anything the daemon does (generous: slow CI machines).
@@ -43,6 +44,33 @@ pub fn sys<T: Into<i64> + Copy>(r: T) -> Result<i64, i32> {
 /// Maps an `io::Result` to `Result<T, errno>`.
 pub fn io<T>(r: std::io::Result<T>) -> Result<T, i32> {
     r.map_err(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+/// `renameat2(2)` of `from` to `to` (both relative to the working directory) with `flags`.
+pub fn renameat2(from: &Path, to: &Path, flags: u32) -> Result<i64, i32> {
+    let (f, t) = (c(from), c(to));
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    sys(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    })
+}
+
+/// Atomically exchanges `a` and `b` (`RENAME_EXCHANGE`) over and over until `stop` is set, as
+/// a host racing the guest would; returns how many exchanges were made, or the errno of the
+/// first that failed.
+pub fn exchange_until(a: &Path, b: &Path, stop: &AtomicBool) -> Result<u64, i32> {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        renameat2(a, b, libc::RENAME_EXCHANGE)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// True when `path` is a mount point of type `fuse.vhostfs` in this mount namespace.

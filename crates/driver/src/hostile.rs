@@ -181,13 +181,14 @@ impl Fixtures {
     }
 
     /// Paths outside the shared directory that a backend created (anything in `root` other
-    /// than `shared`, `outside`, sockets and logs; anything in `outside` but `secret`).
+    /// than `shared`, `outside`, sockets, the pid files daemons keep next to them (virtiofsd's
+    /// `SOCKET.pid`) and logs; anything in `outside` but `secret`).
     pub fn escapes(&self) -> Vec<PathBuf> {
         let mut v = Vec::new();
         let ok_root = |n: &str| {
             n == "shared"
                 || n == "outside"
-                || (n.starts_with('s') && n.ends_with(".sock"))
+                || (n.starts_with('s') && (n.ends_with(".sock") || n.ends_with(".sock.pid")))
                 || (n.starts_with("log") && n.ends_with(".txt"))
         };
         for (dir, ok) in [

@@ -3,8 +3,10 @@
 # through it, and at the end checks that nothing outside the share was read or changed.
 outside=$(mktemp -d /tmp/vhostfs-e2e-outside.XXXXXX)
 trap 'rm -rf "$outside"' EXIT
-python3 - "$SHARE/escape" "$outside" <<'PY'
+python3 -B - "$SHARE/escape" "$outside" <<'PY'
 import ctypes, os, sys, time
+sys.path.insert(0, os.path.join(os.environ["E2E_DIR"], "scenarios"))
+from markers import mark
 
 d, outside = sys.argv[1], sys.argv[2]
 SECRET = "OUTSIDE-SECRET-" + "do-not-read\n"
@@ -39,13 +41,7 @@ with open(os.path.join(d, "swap", "inside"), "w") as f:
     f.write("inside\n")
 os.symlink(os.path.join(outside, "dir"), os.path.join(d, "swap-alt"))
 
-def mark(name, text="1"):
-    tmp = os.path.join(d, "." + name)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, os.path.join(d, name))
-
-mark("planted", hard)
+mark(d, "planted", hard)
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
 a, b = os.path.join(d, "swap").encode(), os.path.join(d, "swap-alt").encode()

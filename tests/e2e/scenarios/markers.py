@@ -1,4 +1,4 @@
-"""Marker files and lock checks shared by the inline python of the lock scenarios.
+"""Marker files and lock checks shared by the inline python of the scenarios.
 
 The two sides of a scenario (guest and host, or two guests) take turns through marker files:
 one side creates a file, the other waits until it exists. The scripts import this module with
